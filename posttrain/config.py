@@ -1,0 +1,152 @@
+"""Typed configs: pydantic schemas, YAML loading and dotted ``key=value`` overrides.
+
+Every stage config is a pydantic model with ``extra="forbid"`` so that a misspelt key is an error, not a silent default.
+Errors name the file, the dotted key path and what was expected, and are raised as :class:`UserError` (exit code 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from posttrain.errors import UserError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Schema(BaseModel):
+    """Base for every config section: unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file, turning missing files and syntax errors into UserError naming the file (and line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        with path.open(encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})"
+        raise UserError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value), the value parsed as YAML (so 3 is an int, [1,2] a list)."""
+    if "=" not in item:
+        raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. train.learning_rate=1e-5")
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"override {item!r}: expected a dotted key such as train.learning_rate")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted key in a nested dict (creating sections as needed)."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                dotted = ".".join(path[: i + 1])
+                raise UserError(f"override {item!r}: {dotted} is a {type(child).__name__}, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _describe(err: dict[str, Any]) -> str:
+    """Turn one pydantic error into 'expected ..., got ...'."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    got = err.get("input")
+    shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+    return f"{err['msg'][0].lower()}{err['msg'][1:]} (got {shown})"
+
+
+def format_validation_error(source: str, exc: ValidationError, schema: type[BaseModel] | None = None) -> str:
+    """One line per problem: ``source: key.path: what was expected``; unknown keys list the allowed ones."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = _describe(err)
+        if err["type"] == "extra_forbidden" and schema is not None:
+            allowed = _allowed_keys(schema, [str(p) for p in err["loc"][:-1]])
+            if allowed:
+                msg += f"; expected one of: {', '.join(sorted(allowed))}"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(schema: type[BaseModel], path: list[str]) -> list[str]:
+    """Field names of the (nested) model at ``path``, following pydantic field annotations where it can."""
+    model: Any = schema
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        model = _model_of(fields[part].annotation)
+        if model is None:
+            return []
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def validate(schema: type[T], data: Any, source: str) -> T:
+    """Validate plain data against a schema, raising UserError with one line per problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        raise UserError(format_validation_error(source, e, schema)) from None
+
+
+def load_config(schema: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
+    """Load ``path`` (optional), apply ``key=value`` overrides, validate against ``schema``."""
+    data: Any = read_yaml(path) if path is not None else {}
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    data = apply_overrides(data, list(overrides or []))
+    source = str(path) if path is not None else "config"
+    if overrides:
+        source += " (with overrides)"
+    return validate(schema, data, source)
+
+
+def dump_config(config: BaseModel) -> str:
+    """The resolved config as YAML (what --dry-run prints and what manifests store)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,13 @@
+"""One error type for everything a user can fix: the CLI prints it without a traceback and exits 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user (config, recipe, data row, path). The message must say where and what was expected."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
