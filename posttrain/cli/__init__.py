@@ -12,6 +12,7 @@ from posttrain.errors import UserError
 
 # Importing the modules registers their commands on `app`.
 from posttrain.cli import data as _data  # noqa: E402,F401  isort: skip
+from posttrain.cli import envs as _envs  # noqa: E402,F401  isort: skip
 from posttrain.cli import models as _models  # noqa: E402,F401  isort: skip
 from posttrain.cli import stages as _stages  # noqa: E402,F401  isort: skip
 
