@@ -1,0 +1,100 @@
+"""Typed configs: YAML loading, dotted overrides, and the error messages users see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from posttrain.config import Schema, apply_overrides, dump_config, load_config, parse_override
+from posttrain.errors import UserError
+
+
+class Train(Schema):
+    learning_rate: float = 1e-5
+    steps: int = 10
+    tags: list[str] = []
+
+
+class Lora(Schema):
+    r: int = 8
+
+
+class StageCfg(Schema):
+    model: str
+    train: Train = Train()
+    lora: Lora | None = None
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_loads_yaml_and_applies_overrides(tmp_path: Path) -> None:
+    p = write(tmp_path, "model: m\ntrain:\n  steps: 3\n")
+    cfg = load_config(StageCfg, p, ["train.learning_rate=2e-4", "train.tags=[a, b]", "lora.r=4"])
+    assert cfg.model == "m"
+    assert cfg.train.steps == 3
+    assert cfg.train.learning_rate == pytest.approx(2e-4)
+    assert cfg.train.tags == ["a", "b"]
+    assert cfg.lora is not None and cfg.lora.r == 4
+
+
+def test_unknown_key_names_file_path_and_allowed_keys(tmp_path: Path) -> None:
+    p = write(tmp_path, "model: m\ntrain:\n  learning_rat: 0.1\n")
+    with pytest.raises(UserError) as e:
+        load_config(StageCfg, p)
+    msg = e.value.message
+    assert str(p) in msg and "train.learning_rat" in msg and "unknown key" in msg
+    assert "learning_rate" in msg  # the allowed keys are listed
+
+
+def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
+    p = write(tmp_path, "model: m\ntrain:\n  steps: many\n")
+    with pytest.raises(UserError) as e:
+        load_config(StageCfg, p)
+    assert "train.steps" in e.value.message and "'many'" in e.value.message
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    p = write(tmp_path, "train: {}\n")
+    with pytest.raises(UserError, match=r"model: required key is missing"):
+        load_config(StageCfg, p)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="file not found"):
+        load_config(StageCfg, tmp_path / "nope.yaml")
+    p = write(tmp_path, "model: [unclosed\n")
+    with pytest.raises(UserError, match=r"line \d+"):
+        load_config(StageCfg, p)
+
+
+def test_top_level_must_be_mapping(tmp_path: Path) -> None:
+    p = write(tmp_path, "- a\n- b\n")
+    with pytest.raises(UserError, match="expected a mapping"):
+        load_config(StageCfg, p)
+
+
+def test_override_errors() -> None:
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        parse_override("novalue")
+    with pytest.raises(UserError, match="dotted key"):
+        parse_override("a..b=1")
+    with pytest.raises(UserError, match="not a section"):
+        apply_overrides({"model": "m"}, ["model.x=1"])
+
+
+def test_override_value_types() -> None:
+    assert parse_override("a=3") == (["a"], 3)
+    assert parse_override("a=true") == (["a"], True)
+    assert parse_override("a.b=x") == (["a", "b"], "x")
+    assert parse_override("a=") == (["a"], "")
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(StageCfg, None, ["model=m", "train.steps=5"])
+    p = write(tmp_path, dump_config(cfg))
+    assert load_config(StageCfg, p) == cfg
