@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from posttrain.cli.common import app
+from posttrain.cli.common import app, say
 
 models_app = typer.Typer(help="Get models: fetch SmolLM2-135M-Instruct, build tiny random models for tests.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
+
+
+@models_app.command("tiny")
+def tiny(
+    out_dir: Path = typer.Argument(..., help="Folder to write the tiny model into (replaced if it exists)."),
+    seed: int = typer.Option(0, help="Seed for the random weights."),
+) -> None:
+    """Write a tiny random Llama model with a real BPE tokenizer and our chat template (for tests and benchmarks)."""
+    from posttrain.models.tiny import make_tiny_model
+
+    path = make_tiny_model(out_dir, seed=seed)
+    say(f"tiny model written to {path}")

@@ -1,0 +1,84 @@
+"""The tiny test model: transformers, the CLI and vLLM CPU all load it and generate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from posttrain.models.chat_template import CHAT_TEMPLATE
+from posttrain.models.tiny import make_tiny_model
+
+PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+def greedy_ids(model_dir: Path, n: int) -> list[int]:
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    inputs = tok.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    return out[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+def test_tiny_model_loads_in_transformers_and_generates(tiny_model_dir: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert model.config.head_dim == 32 and model.config.max_position_embeddings >= 2048
+    assert 1000 <= len(tok) <= model.config.vocab_size
+    assert tok.chat_template == CHAT_TEMPLATE
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|pad|>"
+    for special in ("<|im_start|>", "<|im_end|>", "<|pad|>"):
+        assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1
+    text = "Déjà vu: 3 * 7 = 21 ✓"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text  # byte-level: any UTF-8 round-trips
+    ids = greedy_ids(tiny_model_dir, 6)
+    assert len(ids) == 6 and all(0 <= i < model.config.vocab_size for i in ids)
+
+
+def test_tiny_model_is_deterministic_per_seed(tmp_path: Path, tiny_model_dir: Path) -> None:
+    again = make_tiny_model(tmp_path / "again", seed=0)
+    other = make_tiny_model(tmp_path / "other", seed=1)
+    a, b, c = (AutoModelForCausalLM.from_pretrained(p).state_dict() for p in (tiny_model_dir, again, other))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["model.embed_tokens.weight"], c["model.embed_tokens.weight"])
+    assert (again / "tokenizer.json").read_text() == (tiny_model_dir / "tokenizer.json").read_text()
+
+
+def test_cli_models_tiny_writes_a_model(tmp_path: Path) -> None:
+    out = tmp_path / "cli_tiny"
+    proc = subprocess.run([sys.executable, "-m", "posttrain.cli", "models", "tiny", str(out), "--seed", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2
+
+
+VLLM_SCRIPT = """
+import json, sys
+if __name__ == "__main__":
+    from vllm import LLM, SamplingParams
+    llm = LLM(model=sys.argv[1], enforce_eager=True, max_model_len=1024, seed=0)
+    messages = json.loads(sys.argv[2])
+    prompt = llm.get_tokenizer().apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    out = llm.generate([prompt], SamplingParams(max_tokens=int(sys.argv[3]), temperature=0, ignore_eos=True))
+    print("RESULT " + json.dumps(list(out[0].outputs[0].token_ids)))
+"""
+
+
+def test_tiny_model_loads_in_vllm_cpu_and_matches_transformers_greedy(tmp_path: Path, tiny_model_dir: Path) -> None:
+    script = tmp_path / "run_vllm.py"
+    script.write_text(VLLM_SCRIPT)
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CACHE_ROOT=str(tmp_path / "vllm_cache"),
+               TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"), TMPDIR=str(tmp_path))
+    # A separate process keeps vLLM's engine processes and thread settings out of the pytest process.
+    proc = subprocess.run([sys.executable, str(script), str(tiny_model_dir), json.dumps(PROMPT), "8"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    vllm_ids = json.loads(lines[-1][len("RESULT "):])
+    assert vllm_ids == greedy_ids(tiny_model_dir, 8)
