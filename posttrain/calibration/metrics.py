@@ -35,13 +35,13 @@ def check_inputs(confidences, correct, where: str = "input") -> tuple[np.ndarray
     if bad.size:
         i = int(bad[0])
         raise UserError(
-            f"{where}: confidence at row {i} is {conf[i]!r}; expected a number in [0, 1] ({bad.size} bad rows)"
+            f"{where}: confidence at row {i} is {float(conf[i])!r}; expected a number in [0, 1] ({bad.size} bad rows)"
         )
     bad = np.flatnonzero((labels != 0) & (labels != 1))
     if bad.size:
         i = int(bad[0])
         raise UserError(
-            f"{where}: correctness label at row {i} is {labels[i]!r}; expected 0 or 1 ({bad.size} bad rows)"
+            f"{where}: correctness label at row {i} is {float(labels[i])!r}; expected 0 or 1 ({bad.size} bad rows)"
         )
     return conf, labels
 
