@@ -46,7 +46,7 @@ def to_logits(scores, *, from_logits: bool, where: str = "scores") -> np.ndarray
         z = as_vector(scores, f"{where}: logits")
         bad = np.flatnonzero(~np.isfinite(z))
         if bad.size:
-            raise UserError(f"{where}: logit at row {int(bad[0])} is {z[bad[0]]!r}; expected a finite number")
+            raise UserError(f"{where}: logit at row {int(bad[0])} is {float(z[bad[0]])!r}; expected a finite number")
         return z
     p = as_vector(scores, f"{where}: confidences")
     check_inputs(p, np.ones_like(p), where)  # reuse the range/NaN checks; the labels here are dummies
