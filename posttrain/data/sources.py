@@ -1,0 +1,182 @@
+"""Readers for recipe sources: each yields ``(Where, record)`` pairs where ``Where`` names the file and line (or row).
+
+A record that cannot even be parsed (bad JSON line, ragged CSV row) is yielded as a :class:`Malformed` instead of a
+dict, so the build can count and report it; a file that cannot be opened at all is a :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from posttrain.errors import UserError
+from posttrain.manifest import file_sha256, folder_sha256
+
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+@dataclass(frozen=True)
+class Where:
+    """A row's origin: ``file`` as written in the recipe, and a 1-based ``line`` (text files) or 0-based ``row``."""
+
+    file: str
+    line: int | None = None
+    row: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is not None:
+            return f"{self.file}:{self.line}"
+        return f"{self.file} row {self.row}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"file": self.file}
+        if self.line is not None:
+            out["line"] = self.line
+        if self.row is not None:
+            out["row"] = self.row
+        return out
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Why a record was rejected."""
+
+    reason: str
+
+
+class MalformedRow(Exception):
+    """Raised by format adapters; the build turns it into a counted, reported malformed row."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def read_local(path: Path, label: str, split: str | None = None) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
+    """Read a jsonl/json/parquet/csv file or a ``save_to_disk`` folder."""
+    if path.is_dir():
+        yield from _read_saved(path, label, split)
+        return
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from _read_jsonl(path, label)
+    elif suffix == ".json":
+        yield from _read_json(path, label)
+    elif suffix == ".parquet":
+        yield from _read_parquet(path, label)
+    elif suffix == ".csv":
+        yield from _read_csv(path, label)
+    else:
+        raise UserError(f"{label}: unsupported file type {suffix or '(none)'!r}; expected one of "
+                        f"{', '.join(FILE_SUFFIXES)} or a folder written by datasets' save_to_disk")
+
+
+def _as_record(obj: Any) -> dict[str, Any] | Malformed:
+    if isinstance(obj, dict):
+        return obj
+    return Malformed(f"expected a JSON object, got {type(obj).__name__}")
+
+
+def _read_jsonl(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue  # blank lines are not rows
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield Where(label, line=lineno), Malformed(f"invalid JSON: {e.msg} at column {e.colno}")
+                continue
+            yield Where(label, line=lineno), _as_record(obj)
+
+
+def _read_json(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{label}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno}); expected a JSON list of "
+                        "objects (use .jsonl for one object per line)") from None
+    if not isinstance(data, list):
+        raise UserError(f"{label}: expected a JSON list of objects at the top level, got {type(data).__name__}")
+    for i, obj in enumerate(data):
+        yield Where(label, row=i), _as_record(obj)
+
+
+def _read_parquet(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid/OSError variants for unreadable files
+        raise UserError(f"{label}: cannot read as parquet ({e})") from None
+    i = 0
+    for batch in pf.iter_batches(batch_size=1024):
+        for rec in batch.to_pylist():
+            yield Where(label, row=i), rec
+            i += 1
+
+
+def _read_csv(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header:
+            return
+        for fields in reader:
+            where = Where(label, line=reader.line_num)
+            if not any(x.strip() for x in fields):
+                continue
+            if len(fields) != len(header):
+                yield where, Malformed(f"CSV row has {len(fields)} fields, the header has {len(header)}")
+                continue
+            yield where, dict(zip(header, fields, strict=True))
+
+
+def _read_saved(path: Path, label: str, split: str | None) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"{label}: not a folder written by datasets' save_to_disk ({e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        ds = _pick_split(ds, split, label)
+    yield from _iter_dataset(ds, label)
+
+
+def _pick_split(dd: Any, split: str | None, label: str) -> Any:
+    if split is None:
+        if len(dd) == 1:
+            return next(iter(dd.values()))
+        split = "train"
+    if split not in dd:
+        raise UserError(f"{label}: split {split!r} not found; expected one of: {', '.join(dd)} (set split:)")
+    return dd[split]
+
+
+def _iter_dataset(ds: Any, label: str) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
+    for i, rec in enumerate(ds):
+        yield Where(label, row=i), rec
+
+
+def read_hub(hub_id: str, split: str | None, subset: str | None, revision: str | None,
+             label: str) -> tuple[Iterator[tuple[Where, dict[str, Any] | Malformed]], str]:
+    """Load a hub dataset with ``datasets.load_dataset``; returns the rows and the dataset's fingerprint."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub_id, subset, split=split or "train", revision=revision)
+    except Exception as e:  # network, auth, missing dataset, missing split: all mean "cannot load this source"
+        raise UserError(f"{label}: could not load hub dataset {hub_id!r} (split {split or 'train'!r}): "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} -- is the hub reachable? "
+                        "Offline, use save_to_disk on a machine with access and point path: at the folder") from None
+    return _iter_dataset(ds, label), f"hub-fingerprint:{ds._fingerprint}"
+
+
+def source_digest(path: Path) -> str:
+    """sha256 of a source file, or of every file in a saved dataset folder."""
+    return folder_sha256(path) if path.is_dir() else file_sha256(path)
