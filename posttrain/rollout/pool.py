@@ -1,0 +1,223 @@
+"""A pool of rollout workers: split prompt batches over them, stream results back, broadcast weight updates, and
+survive a worker that dies.
+
+Prompts are cut into chunks; each worker has at most two chunks queued at a time (so it never idles between them) and
+the next chunk goes to whichever worker frees up first. A chunk's results arrive all at once, when its ``generate``
+call returns, and are yielded exactly once. When a worker dies (killed, out of memory, node lost), every chunk it had
+not returned goes back to the front of the queue, the worker is recreated with the same resources, and the latest
+weights (path or tensors) are loaded into it before it takes work: no prompt is lost, none is answered twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from posttrain.config import Schema
+from posttrain.errors import UserError
+from posttrain.rollout.engines import EngineKind, NamedTensors, Sample, named_items, per_prompt, weight_files
+from posttrain.rollout.sampling import SamplingParams
+from posttrain.rollout.workers import RolloutWorker, WorkerResources, start_ray, worker_options
+
+MAX_QUEUED_PER_WORKER = 2
+
+
+class RolloutConfig(Schema):
+    """The ``rollout`` section of a stage config."""
+
+    engine: EngineKind = "vllm"
+    num_workers: int = Field(1, ge=1)
+    resources: WorkerResources = Field(default_factory=WorkerResources)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to VLLMEngine / HFEngine")
+    chunk_size: int | None = Field(None, ge=1, description="prompts per worker call; default: an equal share")
+    max_chunk_failures: int = Field(3, ge=1, description="worker deaths one chunk may see before the batch fails")
+
+
+class RolloutError(RuntimeError):
+    """Rollouts could not finish (workers kept dying or could not start)."""
+
+
+@dataclass
+class _Chunk:
+    indices: list[int]
+    failures: int = 0
+
+
+class RolloutPool:
+    """Workers started once per run; ``generate``/``stream`` many batches; ``update_weights*`` between batches.
+
+    Not thread-safe: one batch or weight update at a time. Starts a private local Ray instance if none is running.
+    """
+
+    def __init__(self, model_path: str | Path, num_workers: int = 1, engine: EngineKind = "vllm",
+                 resources: WorkerResources | dict[str, Any] | None = None,
+                 engine_kwargs: dict[str, Any] | None = None, chunk_size: int | None = None,
+                 max_chunk_failures: int = 3) -> None:
+        import ray
+        from transformers import AutoTokenizer
+
+        weight_files(model_path)  # fail fast, before any actor starts
+        if engine not in ("vllm", "hf"):
+            raise UserError(f"rollout engine {engine!r}: expected 'vllm' or 'hf'")
+        start_ray()
+        self.model_path = str(Path(model_path).resolve())
+        self.engine = engine
+        self.resources = resources if isinstance(resources, WorkerResources) else WorkerResources(**(resources or {}))
+        self.engine_kwargs = dict(engine_kwargs or {})
+        if engine == "vllm":  # each worker is its own process: run vLLM's engine core in it (tensors go in directly)
+            self.engine_kwargs.setdefault("in_process", True)
+        if self.resources.num_gpus == 0:
+            self.engine_kwargs.setdefault("num_threads", max(1, int(self.resources.num_cpus)))
+        self.chunk_size = chunk_size
+        self.max_chunk_failures = max_chunk_failures
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.restarts = 0
+        self._latest_weights: tuple[str, Any] | None = None  # ("path", str) or ("tensors", ObjectRef)
+        self._restores: dict[int, Any] = {}  # worker index -> ref of the weight reload a recreated worker runs first
+        self._actor_cls = ray.remote(RolloutWorker)
+        self.workers = [self._new_worker() for _ in range(num_workers)]
+        try:
+            infos = ray.get([w.info.remote() for w in self.workers])
+        except ray.exceptions.RayError as e:
+            self.shutdown()
+            raise RolloutError(f"rollout workers failed to start: {e}") from e
+        self.max_model_len = min(info["max_model_len"] for info in infos)
+
+    @classmethod
+    def from_config(cls, model_path: str | Path, config: RolloutConfig) -> RolloutPool:
+        return cls(model_path, num_workers=config.num_workers, engine=config.engine, resources=config.resources,
+                   engine_kwargs=config.engine_kwargs, chunk_size=config.chunk_size,
+                   max_chunk_failures=config.max_chunk_failures)
+
+    def _new_worker(self) -> Any:
+        return self._actor_cls.options(**worker_options(self.resources)).remote(
+            self.model_path, self.engine, self.engine_kwargs)
+
+    def _replace_worker(self, index: int) -> None:
+        """Kill (if not dead) and recreate worker ``index``; queue the latest weights as its first call (calls from
+        one caller run in order, so they land before any batch sent afterwards)."""
+        import ray
+
+        ray.kill(self.workers[index], no_restart=True)
+        worker = self.workers[index] = self._new_worker()
+        self.restarts += 1
+        if self._latest_weights is not None:
+            kind, value = self._latest_weights
+            method = worker.update_weights_from_path if kind == "path" else worker.update_weights
+            self._restores[index] = method.remote(value)
+
+    def _check_restore(self, index: int) -> None:
+        """Before trusting a recreated worker's first results, make sure it did load the latest weights."""
+        import ray
+
+        ref = self._restores.pop(index, None)
+        if ref is not None:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as e:
+                raise RolloutError(f"a recreated rollout worker could not load the latest weights: {e}") from e
+
+    # -- generation ---------------------------------------------------------------------------------------------
+
+    def stream(self, prompts: Sequence[Sequence[int]],
+               sampling: SamplingParams | Sequence[SamplingParams]) -> Iterator[tuple[int, list[Sample]]]:
+        """Yield ``(prompt_index, samples)`` as chunks finish, in completion order, each prompt exactly once.
+
+        One ``SamplingParams`` with a seed gives prompt ``i`` the seed ``seed + i``, so results do not depend on how
+        the prompts were split over workers; a list of params (one per prompt) is used as given.
+        """
+        import ray
+
+        if isinstance(sampling, SamplingParams) and sampling.seed is not None:
+            params = [sampling.with_updates(seed=sampling.seed + i) for i in range(len(prompts))]
+        else:
+            params = per_prompt(sampling, len(prompts))
+        if not prompts:
+            return
+        size = self.chunk_size or math.ceil(len(prompts) / len(self.workers))
+        queue = deque(_Chunk(list(range(s, min(s + size, len(prompts))))) for s in range(0, len(prompts), size))
+        inflight: dict[Any, tuple[int, Any, _Chunk]] = {}  # ref -> (worker index, worker handle, chunk)
+
+        def dispatch() -> None:
+            for w, worker in enumerate(self.workers):
+                while queue and sum(1 for v in inflight.values() if v[0] == w) < MAX_QUEUED_PER_WORKER:
+                    chunk = queue.popleft()
+                    ref = worker.generate.remote([list(prompts[i]) for i in chunk.indices],
+                                                 [params[i] for i in chunk.indices])
+                    inflight[ref] = (w, worker, chunk)
+
+        dispatch()
+        while inflight:
+            [ref], _ = ray.wait(list(inflight), num_returns=1)
+            w, worker, chunk = inflight.pop(ref)
+            try:
+                results = ray.get(ref)
+            except ray.exceptions.RayActorError as e:
+                chunk.failures += 1
+                if chunk.failures >= self.max_chunk_failures:
+                    raise RolloutError(f"prompts {chunk.indices[0]}..{chunk.indices[-1]}: {chunk.failures} workers "
+                                       f"died while generating them; last error: {e}") from e
+                queue.appendleft(chunk)
+                if self.workers[w] is worker:  # the first failure seen from this worker: replace it once
+                    self._replace_worker(w)
+            else:
+                self._check_restore(w)
+                yield from zip(chunk.indices, results, strict=True)
+            dispatch()
+
+    def generate(self, prompts: Sequence[Sequence[int]],
+                 sampling: SamplingParams | Sequence[SamplingParams]) -> list[list[Sample]]:
+        """All results in prompt order (see :meth:`stream`)."""
+        results: list[list[Sample] | None] = [None] * len(prompts)
+        for i, samples in self.stream(prompts, sampling):
+            results[i] = samples
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    # -- weights ------------------------------------------------------------------------------------------------
+
+    def update_weights_from_path(self, path: str | Path) -> None:
+        """Every worker loads the checkpoint folder (which must be readable from every worker's node)."""
+        weight_files(path)
+        path = str(Path(path).resolve())
+        self._latest_weights = ("path", path)
+        self._broadcast("update_weights_from_path", path)
+
+    def update_weights(self, named_tensors: NamedTensors) -> None:
+        """Every worker loads these tensors (put in Ray's object store once; kept there for recreated workers)."""
+        import ray
+
+        ref = ray.put({name: tensor.cpu() for name, tensor in named_items(named_tensors)})
+        self._latest_weights = ("tensors", ref)
+        self._broadcast("update_weights", ref)
+
+    def _broadcast(self, method: str, arg: Any) -> None:
+        import ray
+
+        self._restores.clear()  # superseded: every worker gets the new weights now
+        refs = [(w, getattr(worker, method).remote(arg)) for w, worker in enumerate(self.workers)]
+        for w, ref in refs:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                self._replace_worker(w)  # the new worker loads the latest weights before its first batch
+
+    def shutdown(self) -> None:
+        import ray
+
+        for worker in getattr(self, "workers", []):
+            ray.kill(worker, no_restart=True)
+        self.workers = []
+        self._latest_weights = None
+
+    def __enter__(self) -> RolloutPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()

@@ -1,0 +1,140 @@
+"""vLLM behind the engine interface, with in-place weight updates.
+
+Weights go in through vLLM's own in-place reload (the worker's ``reload_weights``: checkpoint-format names,
+layer-wise post-processing, partial updates allowed), called with ``LLM.collective_rpc`` so tensor-parallel workers each
+load their shard; the prefix cache is reset afterwards so no KV block computed with the old weights is reused.
+
+Two process layouts:
+
+* ``in_process=True`` (what rollout workers use: each is already its own Ray actor process): the engine core runs in
+  this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so tensors are handed to the model directly. vLLM then changes
+  process-wide state (it caches its environment variables, pins torch's thread count), so keep it out of processes
+  that do other work.
+* ``in_process=False`` (the default for direct use): vLLM's usual engine-core and worker processes. Its IPC does not
+  carry tensors inside utility calls, so in-memory tensors are written once to a safetensors file in shared memory
+  (``/dev/shm``) and reloaded from there.
+
+On CPU the KV cache size must be given (vLLM's default reads one NUMA node's memory and fails here), eager mode is the
+default (compiling costs ~80 s for little gain), and torch's thread count is set before vLLM pins it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from posttrain.rollout.engines import (
+    Engine,
+    NamedTensors,
+    Sample,
+    check_prompts,
+    named_items,
+    per_prompt,
+    weight_files,
+)
+from posttrain.rollout.sampling import SamplingParams
+
+GiB = 1 << 30
+
+
+def _prepare_process(in_process: bool, num_threads: int | None) -> None:
+    """Settings vLLM reads at start-up; they must be in place before the ``LLM`` is built."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
+    if num_threads is not None:
+        # vLLM drops torch to 1 thread unless OMP_NUM_THREADS is set (spawned processes inherit it), and in-process
+        # it forbids set_num_threads once started: set both first.
+        os.environ["OMP_NUM_THREADS"] = str(num_threads)
+        if in_process:
+            import torch
+
+            torch.set_num_threads(num_threads)
+
+
+class VLLMEngine(Engine):
+    """A vLLM ``LLM`` (V1 engine, in-process) generating from token ids.
+
+    ``kv_cache_gib`` sizes the KV cache on CPU (ignored on GPUs, where ``gpu_memory_utilization`` applies);
+    ``enforce_eager`` defaults to True on CPU; ``num_threads`` sets the CPU threads; extra keyword arguments go to
+    ``vllm.LLM`` unchanged.
+    """
+
+    def __init__(self, model_path: str | Path, *, dtype: str = "auto", max_model_len: int | None = None,
+                 tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, kv_cache_gib: float = 1.0,
+                 enforce_eager: bool | None = None, num_threads: int | None = None, seed: int = 0,
+                 in_process: bool = False, **llm_kwargs: Any) -> None:
+        weight_files(model_path)  # a clear UserError before vLLM's long start-up
+        self.in_process = in_process
+        _prepare_process(in_process, num_threads)
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+        kwargs: dict[str, Any] = dict(
+            model=str(model_path), dtype=dtype, max_model_len=max_model_len, seed=seed,
+            tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+            # the log-probs of the distribution each token was drawn from (temperature, top-k/p applied), like TRL
+            logprobs_mode="processed_logprobs", disable_log_stats=True,
+        )
+        if on_cpu:
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * GiB)
+        kwargs.update(llm_kwargs)
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+
+    def _vllm_params(self, params: SamplingParams) -> Any:
+        import vllm
+
+        return vllm.SamplingParams(
+            n=params.n, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+            max_tokens=params.max_tokens, stop=list(params.stop) or None, include_stop_str_in_output=True,
+            seed=params.seed, logprobs=0 if params.logprobs else None,
+        )
+
+    def generate(self, prompts: Sequence[Sequence[int]],
+                 sampling: SamplingParams | Sequence[SamplingParams]) -> list[list[Sample]]:
+        params = per_prompt(sampling, len(prompts))
+        if not prompts:
+            return []
+        check_prompts(prompts, self.max_model_len)
+        inputs = [{"prompt_token_ids": list(ids)} for ids in prompts]
+        outputs = self.llm.generate(inputs, [self._vllm_params(p) for p in params], use_tqdm=False)
+        results = []
+        for out, p in zip(outputs, params, strict=True):
+            samples = []
+            for c in sorted(out.outputs, key=lambda c: c.index):
+                ids = list(c.token_ids)
+                logprobs = [lp[t].logprob for lp, t in zip(c.logprobs, ids, strict=True)] if p.logprobs else None
+                samples.append(Sample(token_ids=ids, logprobs=logprobs, text=c.text,
+                                      finish_reason="length" if c.finish_reason == "length" else "stop"))
+            results.append(samples)
+        return results
+
+    def update_weights_from_path(self, path: str | Path) -> None:
+        weight_files(path)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(Path(path).resolve())})
+        self.llm.reset_prefix_cache()
+
+    def update_weights(self, named_tensors: NamedTensors) -> None:
+        items = named_items(named_tensors)
+        if self.in_process:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": [(n, t.cpu()) for n, t in items]})
+        else:
+            from safetensors.torch import save_file
+
+            shm = Path("/dev/shm")
+            with tempfile.TemporaryDirectory(prefix="posttrain-weights-", dir=shm if shm.is_dir() else None) as tmp:
+                # own contiguous copies: safetensors refuses tensors that share storage (tied embeddings)
+                save_file({n: t.to("cpu", copy=True).contiguous() for n, t in items}, f"{tmp}/model.safetensors")
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_path": tmp})
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+            del self.llm
