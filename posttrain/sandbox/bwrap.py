@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import posixpath
+import subprocess
 from collections.abc import Sequence
 
 from posttrain.errors import UserError
@@ -84,8 +85,12 @@ class BwrapBackend(SandboxBackend):
         attempts += [(p, False) for p in pythons]
         errors = []
         for py, drop in attempts:
-            self.python, self._prefix, self._drop = py, interpreter_prefix(py), drop
-            res = self.run({}, [py, "-I", "-S", "-c", "print('sandbox-ok')"], limits=Limits(wall_s=20))
+            try:
+                self.python, self._prefix, self._drop = py, interpreter_prefix(py), drop
+                res = self.run({}, [py, "-I", "-S", "-c", "print('sandbox-ok')"], limits=Limits(wall_s=20))
+            except (OSError, subprocess.SubprocessError) as e:  # e.g. the uid cannot be switched to here
+                errors.append(f"{py} ({'own uid' if drop else 'same uid'}): {e}")
+                continue
             if res.exit_code == 0 and res.stdout.strip() == "sandbox-ok":
                 if can_drop_privileges() and not drop:
                     log.warning("bwrap sandbox runs as root inside its namespaces (no world-readable interpreter "
