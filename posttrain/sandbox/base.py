@@ -25,10 +25,10 @@ class Limits:
 
     wall_s: float = 10.0  # wall-clock time; the whole process tree is killed after it
     cpu_s: int = 10  # RLIMIT_CPU per process
-    memory_mb: int = 1024  # RLIMIT_AS per process (address space)
+    memory_mb: int = 512  # RLIMIT_AS per process; with no cgroups a run's total is at most max_processes x this
     file_size_mb: int = 16  # RLIMIT_FSIZE: the largest file a process may write
     open_files: int = 64  # RLIMIT_NOFILE
-    max_processes: int = 32  # RLIMIT_NPROC, enforced where the run has its own uid (see docs/sandbox.md)
+    max_processes: int = 16  # RLIMIT_NPROC, enforced where the run has its own uid (see docs/sandbox.md)
     tmp_mb: int = 64  # size of each private tmpfs (/tmp and the workspace) where the backend can bound it
     stdout_bytes: int = 1 << 20  # output beyond this is cut and the run is killed
     stderr_bytes: int = 64 << 10
