@@ -82,7 +82,7 @@ def build_dataset(recipe_path: str | Path, out_dir: str | Path, overrides: list[
     for name, plan in plans.items():
         for i, repeat in plan.picks:
             row = buckets[name].rows[i]
-            out_rows.append({"id": row["id"] + (f"-r{repeat}" if repeat else ""), "bucket": name, **row})
+            out_rows.append({**row, "id": row["id"] + (f"-r{repeat}" if repeat else ""), "bucket": name})
             out_tokens.append(buckets[name].tokens[i])
     order = rng_for(recipe.seed, "shuffle").permutation(len(out_rows))
     out_rows = [out_rows[i] for i in order]

@@ -64,9 +64,15 @@ def shingles(text: str, k: int) -> set[int]:
 
 
 def _pick_bands(num_perm: int, threshold: float) -> int:
-    """The band count whose LSH S-curve midpoint (1/b)^(1/r) is closest to the threshold."""
+    """The band count whose LSH S-curve midpoint (1/b)^(1/r) is highest but still at least 0.05 below the threshold.
+
+    Tuned for recall: a missed candidate pair is a missed duplicate, while a spurious candidate only costs one exact
+    Jaccard comparison (which decides).
+    """
     options = [b for b in range(1, num_perm + 1) if num_perm % b == 0]
-    return min(options, key=lambda b: abs((1 / b) ** (b / num_perm) - threshold))
+    midpoint = {b: (1 / b) ** (b / num_perm) for b in options}
+    below = [b for b in options if midpoint[b] <= threshold - 0.05]
+    return min(below, key=lambda b: threshold - midpoint[b]) if below else num_perm
 
 
 class NearDuplicateIndex:

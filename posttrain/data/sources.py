@@ -87,7 +87,7 @@ def _read_jsonl(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] 
             if not line.strip():
                 continue  # blank lines are not rows
             try:
-                obj = json.loads(line)
+                obj = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 yield Where(label, line=lineno), Malformed(f"invalid JSON: {e.msg} at column {e.colno}")
                 continue

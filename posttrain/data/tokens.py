@@ -36,20 +36,26 @@ def row_text(row: dict[str, Any]) -> str:
 
 
 def make_counter(tokenizer: str | None, base: Path) -> tuple[Callable[[list[str]], list[int]], str]:
-    """A batch counter and its description for the manifest."""
+    """A batch counter and its description for the manifest.
+
+    A tokenizer folder is read through its ``tokenizer.json`` with the ``tokenizers`` library (what every Hugging Face
+    fast tokenizer is built on; counts equal ``len(tok(text, add_special_tokens=False).input_ids)``), which avoids
+    importing transformers just to count.
+    """
     if tokenizer is None:
         return (lambda texts: [approx_tokens(t) for t in texts]), APPROX_DESCRIPTION
-    from transformers import AutoTokenizer
+    from tokenizers import Tokenizer
 
-    folder = base / tokenizer
+    path = base / tokenizer / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"tokenizer: {tokenizer} has no tokenizer.json; expected a Hugging Face fast-tokenizer folder "
+                        "(AutoTokenizer.from_pretrained(...).save_pretrained(folder) writes one)")
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise UserError(f"tokenizer: cannot load a tokenizer from {tokenizer} ({e})") from None
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception for unreadable files
+        raise UserError(f"tokenizer: cannot load {tokenizer}/tokenizer.json ({e})") from None
 
     def count(texts: list[str]) -> list[int]:
-        if not texts:
-            return []
-        return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+        return [len(enc.ids) for enc in tok.encode_batch(texts, add_special_tokens=False)] if texts else []
 
-    return count, f"tokenizer:{tokenizer} ({type(tok).__name__}, vocab {len(tok)})"
+    return count, f"tokenizer:{tokenizer} (tokenizer.json, vocab {tok.get_vocab_size()})"

@@ -150,7 +150,7 @@ def generate(seed: int = 0) -> list[dict[str, Any]]:
     rows = [capital_single(rng, c) for c in countries]
     pairs = [(a, b) for i, a in enumerate(countries) for b in countries[i + 1:]]
     rows += [capital_pair(rng, *rng.sample(pair, 2)) for pair in rng.sample(pairs, 30)]
-    rows += [conversion(rng, u, o, rng.choice([2, 3, 5, 7, 10, 12])) for u, o, _ in CONVERSIONS for _ in range(2)]
+    rows += [conversion(rng, u, o, v) for u, o, _ in CONVERSIONS for v in rng.sample([2, 3, 5, 7, 10, 12], 2)]
     rows += [sum_then_convert(rng, u, o, a, b) for u, o in (("mile", "kilometre"), ("kilometre", "metre"))
              for a, b in rng.sample([(a, b) for a in range(2, 10) for b in range(2, 10)], 8)]
     rows += [arithmetic(rng) for _ in range(30)]

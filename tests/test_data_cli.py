@@ -1,0 +1,73 @@
+"""`posttrain data build` and `posttrain data inspect` through the CLI, on the shipped recipes and on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from posttrain.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTTRAIN = Path(sys.executable).parent / "posttrain"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([str(POSTTRAIN), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_build_and_inspect_shipped_sft_recipe(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "sft"
+    result = runner.invoke(app, ["data", "build", str(ROOT / "data_recipes/sft_default.yaml"), "--out", str(out)],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert 200 <= manifest["metrics"]["rows"] <= 600  # the quick start's size
+    assert set(manifest["metrics"]["buckets"]) == {"chat", "math", "code", "tool_calling", "instruction_following"}
+    assert manifest["metrics"]["malformed"]["count"] == 0
+    result = runner.invoke(app, ["data", "inspect", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for text in ("Buckets", "Sources", "Dropped rows", "tool_calling", "samples/math.jsonl", "not_sampled",
+                 "decontamination vs humaneval"):
+        assert text in result.output
+
+
+def test_build_midtrain_with_overrides_and_seed(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "mid"
+    result = runner.invoke(app, ["data", "build", str(ROOT / "data_recipes/midtrain_default.yaml"), "replay_ratio=0.25",
+                                 "--out", str(out), "--seed", "5", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 5 and manifest["config"]["replay_ratio"] == 0.25
+    assert abs(manifest["metrics"]["replay"]["ratio_actual"] - 0.25) < 0.01
+    result = runner.invoke(app, ["data", "build", str(ROOT / "data_recipes/midtrain_default.yaml"), "--out",
+                                 str(out), "--dry-run"])
+    assert result.exit_code == 0 and "replay_ratio: 0.2" in result.output and "near_dedupe" in result.output
+
+
+def test_bad_input_exits_2_without_traceback(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("kind: chat\nbuckets:\n  chat:\n    sources: [{path: nowhere.jsonl}]\n")
+    result = _cli("data", "build", str(recipe), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "buckets.chat.sources.0.path: file not found: nowhere.jsonl" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    result = _cli("data", "inspect", str(tmp_path))
+    assert result.returncode == 2 and "no manifest here" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_malformed_threshold_through_cli(tmp_path):
+    (tmp_path / "rows.jsonl").write_text('{"text": "fine row of text"}\nnot json at all\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("kind: text\nbuckets:\n  b:\n    sources: [{path: rows.jsonl}]\n")
+    result = _cli("data", "build", str(recipe), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "first at rows.jsonl:2: invalid JSON" in result.stderr
