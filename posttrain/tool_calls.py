@@ -13,6 +13,7 @@ observation and a format failure.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,24 +145,34 @@ def tool_name(tool_schema: dict[str, Any]) -> str:
     return _function_part(tool_schema)["name"]
 
 
-def check_tool_schema(tool_schema: dict[str, Any]) -> None:
-    """Raise UserError if a tool schema (which users write) is not a usable OpenAI function schema."""
+@functools.lru_cache(maxsize=1024)
+def _validator(name: str, params_json: str) -> jsonschema.protocols.Validator:
+    # Checking a schema costs milliseconds; a rollout validates the same few schemas thousands of times.
+    params = json.loads(params_json)
+    cls = jsonschema.validators.validator_for(params)
+    try:
+        cls.check_schema(params)
+    except jsonschema.SchemaError as e:
+        raise UserError(f"tool {name!r}: 'parameters' is not a valid JSON schema: {e.message}") from None
+    return cls(params)
+
+
+def _parameters_validator(tool_schema: dict[str, Any]) -> tuple[str, jsonschema.protocols.Validator]:
     fn = _function_part(tool_schema)
     params = fn.get("parameters", {"type": "object", "properties": {}})
-    try:
-        jsonschema.validators.validator_for(params).check_schema(params)
-    except jsonschema.SchemaError as e:
-        raise UserError(f"tool {fn['name']!r}: 'parameters' is not a valid JSON schema: {e.message}") from None
+    return fn["name"], _validator(fn["name"], json.dumps(params, sort_keys=True))
+
+
+def check_tool_schema(tool_schema: dict[str, Any]) -> None:
+    """Raise UserError if a tool schema (which users write) is not a usable OpenAI function schema."""
+    _parameters_validator(tool_schema)
 
 
 def validate_arguments(tool_schema: dict[str, Any], arguments: Any) -> list[str]:
     """Problems with ``arguments`` for this tool, one readable line each (empty list: valid)."""
-    fn = _function_part(tool_schema)
-    params = fn.get("parameters", {"type": "object", "properties": {}})
-    check_tool_schema(tool_schema)
-    validator = jsonschema.validators.validator_for(params)(params)
+    name, validator = _parameters_validator(tool_schema)
     problems = []
     for err in sorted(validator.iter_errors(arguments), key=lambda e: (list(map(str, e.absolute_path)), e.message)):
         where = "/".join(str(p) for p in err.absolute_path)
-        problems.append(f"{fn['name']}: {where + ': ' if where else ''}{err.message}")
+        problems.append(f"{name}: {where + ': ' if where else ''}{err.message}")
     return problems
