@@ -7,6 +7,7 @@ import statistics
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +184,20 @@ def test_reference_solutions_pass_and_perturbed_answers_fail(env):
         assert result.passed, (t["id"], t["answer"], result)
         wrong = t["solution"].replace(f"\\boxed{{{t['answer']}}}", f"\\boxed{{{t['answer']} + 1}}")
         assert not env.verify(Trajectory(t, [*t["messages"], {"role": "assistant", "content": wrong}])).passed, t
+
+
+def test_environments_doc_plugin_example_loads_by_path(tmp_path):
+    """The example in docs/environments.md works as written (loaded by path, like a user's plugin)."""
+    doc = (Path(__file__).parents[1] / "docs" / "environments.md").read_text()
+    block = doc.split("<!-- example-env:start -->")[1].split("<!-- example-env:end -->")[0]
+    code = block.split("```python\n")[1].split("```")[0]
+    (tmp_path / "my_env.py").write_text(code)
+    env = make_env(str(tmp_path / "my_env.py"))
+    assert env.name == "reverse"
+    tasks = list(env.generate_tasks(5, seed=2))
+    assert tasks == list(env.generate_tasks(5, seed=2))
+    env.reset(tasks[0])
+    step = env.step({"role": "assistant", "content": tasks[0]["word"][::-1]})
+    assert step.done and step.reward == 1.0
+    wrong = env.verify(Trajectory(tasks[1], [*tasks[1]["messages"], {"role": "assistant", "content": "no"}]))
+    assert not wrong.passed and wrong.reasons == ["wrong_answer"]
