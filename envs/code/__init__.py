@@ -28,7 +28,7 @@ class CodeEnv(Environment):
                    "(HumanEval's 164 problems and a seeded generator)")
 
     def __init__(self, backend: str | None = None, test_timeout_s: float = 3.0, wall_timeout_s: float = 30.0,
-                 memory_mb: int = 1024) -> None:
+                 memory_mb: int = 512) -> None:
         self.backend_name = backend
         self.test_timeout_s = test_timeout_s
         self.wall_timeout_s = wall_timeout_s

@@ -61,7 +61,9 @@ def run_tests(backend: SandboxBackend, task: Task, program: str, *, test_timeout
     job = {"nonce": nonce, "kind": task["kind"], "source": program, "entry_point": task.get("entry_point", ""),
            "prompt": task.get("prompt", ""), "test_setup": task.get("test_setup", ""), "tests": task["tests"],
            "test_timeout_s": test_timeout_s, "budget_s": wall_s - min(1.0, 0.2 * wall_s)}
-    limits = Limits(wall_s=wall_s, cpu_s=int(wall_s) + 1, memory_mb=memory_mb, stdout_bytes=8 << 20)
+    # judge + worker + a few processes of the candidate's own; total memory stays under max_processes x memory_mb
+    limits = Limits(wall_s=wall_s, cpu_s=int(wall_s) + 1, memory_mb=memory_mb, max_processes=8,
+                    stdout_bytes=8 << 20)
     res = backend.run({}, [backend.python, "-I", "-S", f"{HARNESS}/judge.py", "judge"], stdin=json.dumps(job),
                       limits=limits, readonly_files={"judge.py": JUDGE_SOURCE})
     verdict = find_verdict(res.stdout, nonce)

@@ -215,7 +215,7 @@ class Worker:
         try:
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", os.path.abspath(__file__), "worker", str(req_r), str(resp_w)],
+                    [sys.executable, "-I", "-S", "-u", os.path.abspath(__file__), "worker", str(req_r), str(resp_w)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(req_r, resp_w),
                     start_new_session=True,
                     preexec_fn=_child_limits(self.job["test_timeout_s"] * max(1, len(self.job["tests"]))))
@@ -363,7 +363,7 @@ def run_stdio_tests(job, deadline, workdir):
         started = time.monotonic()
         out_path = os.path.join(workdir, f"stdout-{i}.txt")
         with open(out_path, "w+b") as out, open(os.path.join(workdir, "candidate-output.log"), "ab") as err:
-            proc = subprocess.Popen([sys.executable, "-I", "-S", program], stdin=subprocess.PIPE, stdout=out,
+            proc = subprocess.Popen([sys.executable, "-I", "-S", "-u", program], stdin=subprocess.PIPE, stdout=out,
                                     stderr=err, cwd=workdir, start_new_session=True,
                                     preexec_fn=_child_limits(job["test_timeout_s"]))
             try:
