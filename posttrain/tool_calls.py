@@ -76,6 +76,11 @@ def _parse_block(body: str, index: int) -> ToolCall | str:
             return f"{where} ({name}): 'arguments' is a string that is not valid JSON ({e})"
     if not isinstance(args, dict):
         return f"{where} ({name}): 'arguments' must be a JSON object, got {type(args).__name__}"
+    try:  # JSON escapes can smuggle in lone surrogates, which break every UTF-8 writer downstream
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        json.dumps(args, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{where} ({name}): contains invalid unicode (a lone surrogate escape)"
     return ToolCall(name=name.strip(), arguments=args)
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -201,3 +204,33 @@ def test_environments_doc_plugin_example_loads_by_path(tmp_path):
     assert step.done and step.reward == 1.0
     wrong = env.verify(Trajectory(tasks[1], [*tasks[1]["messages"], {"role": "assistant", "content": "no"}]))
     assert not wrong.passed and wrong.reasons == ["wrong_answer"]
+
+
+def test_worker_dies_with_its_parent(tmp_path):
+    """A worker stuck in sympy must not outlive a killed trainer (Linux parent-death signal)."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, threading\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+        "from envs.math.checker import MathChecker\n"
+        "c = MathChecker(timeout=600)\n"
+        "c.check('1', '1')\n"
+        "print(c._proc.pid, flush=True)\n"
+        f"c.check('3', {PATHOLOGICAL!r})\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker_pid = int(parent.stdout.readline())
+    time.sleep(0.3)  # the worker is now busy with the pathological expression
+    parent.kill()
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{worker_pid}/stat").read_text().split()[2] == "Z":  # exited, not yet reaped
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker_pid, 9)
+        pytest.fail("math-verify worker survived its parent")

@@ -136,3 +136,10 @@ def test_bad_tool_schemas_are_user_errors():
         tool_name({"type": "function"})
     with pytest.raises(UserError, match="not a valid JSON schema"):
         validate_arguments({"name": "f", "parameters": {"type": "objekt"}}, {})
+
+
+def test_lone_surrogate_escapes_are_rejected():
+    parsed = parse_tool_calls('<tool_call>{"name": "w", "arguments": {"text": "a\\ud800b"}}</tool_call>')
+    assert parsed.calls == [] and "invalid unicode" in parsed.errors[0]
+    ok = parse_tool_calls('<tool_call>{"name": "w", "arguments": {"text": "\\u00e9\\ud83d\\ude00"}}</tool_call>')
+    assert ok.calls[0].arguments == {"text": "é😀"}  # a proper surrogate pair is fine

@@ -114,7 +114,7 @@ class MathChecker:
             return
         self._stop()
         self._proc = subprocess.Popen(
-            [sys.executable, "-u", str(WORKER), str(self.memory_mb)],
+            [sys.executable, "-u", str(WORKER), str(self.memory_mb), str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         self._owner_pid = os.getpid()

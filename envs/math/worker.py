@@ -10,9 +10,12 @@ Response: {"id": int, "status": "ok"|"gold_unparseable"|"no_answer"|"crash", "pa
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import os
 import resource
+import signal
 import sys
 
 
@@ -33,8 +36,21 @@ def _check(parse, verify, gold: str, answer: str) -> dict:
             "answer_parsed": str(answer_parsed[0])}
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: get SIGKILL when the parent dies, so a worker stuck in sympy never outlives a killed trainer."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the worker still exits at end of input once it is idle
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def main() -> None:
     memory_mb = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if len(sys.argv) > 2:
+        _die_with_parent(int(sys.argv[2]))
     if memory_mb > 0:  # a runaway sympy computation hits MemoryError here instead of the machine's RAM
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -51,7 +51,7 @@ class ToolCallingEnv(Environment):
         observations: list[Message] = []
         if parsed.calls or parsed.errors:
             for error in parsed.errors:  # shown to the model so it can fix its format
-                observations.append({"role": "tool", "name": "tool_call_parser",
+                observations.append({"role": "tool",
                                      "content": json.dumps({"error": f"could not parse tool call: {error}"})})
             for c in parsed.calls:
                 outcome = self._world.run(c)

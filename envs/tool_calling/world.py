@@ -31,7 +31,8 @@ class CallOutcome:
 
 
 def tool_observation(name: str, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"role": "tool", "name": name, "content": json.dumps({"name": name, **payload}, ensure_ascii=False)}
+    # Only role and content, like every chat message in a dataset; the tool's name is inside the JSON.
+    return {"role": "tool", "content": json.dumps({"name": name, **payload}, ensure_ascii=False)}
 
 
 class World:
