@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from envs.math.tasks import generate_tasks as math_tasks
 from envs.tool_calling import ToolCallingEnv, reference_trajectory
 from envs.tool_calling.banking import Bank
 from envs.tool_calling.domain import ToolError
@@ -166,3 +172,19 @@ def test_messaging_tools_and_text_normalisation():
     a.mark_read("msg-1")
     assert a.read_inbox(unread_only=True)["messages"] == [] and a.snapshot() != b.snapshot()
     assert state["inbox"][0]["read"] is False  # domains work on their own copy of the task's state
+
+
+def test_generators_do_not_depend_on_hash_randomisation():
+    """Same tasks in a process with another PYTHONHASHSEED (no set/dict-order leaks into the generators)."""
+    code = ("import json, hashlib\n"
+            "from envs.tool_calling.tasks import generate_tasks as tc\n"
+            "from envs.math.tasks import generate_tasks as m\n"
+            "print(hashlib.sha256(json.dumps([list(tc(300, 5)), list(m(300, 5))]).encode()).hexdigest())\n")
+    digests = set()
+    for hash_seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).parents[1], env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        digests.add(out.stdout.strip())
+    here = hashlib.sha256(json.dumps([list(ToolCallingEnv().generate_tasks(300, 5)),
+                                      list(math_tasks(300, 5))]).encode()).hexdigest()
+    assert digests == {here}
