@@ -4,6 +4,9 @@ math-verify's built-in timeout uses ``signal.alarm``, which only works in the ma
 ever on inputs like ``9^{9^{9^{9}}}``. So one child process per :class:`MathChecker` does the parsing and comparing;
 a request that takes longer than ``timeout`` gets the child killed (and a fresh one is started on the next request).
 A request costs a pipe round trip (about a millisecond), not a process start.
+
+On Linux the worker is killed when the thread that started it ends (``PR_SET_PDEATHSIG``), so it can never outlive
+a killed trainer; the next check after that simply starts a new worker.
 """
 
 from __future__ import annotations
