@@ -117,6 +117,7 @@ def test_timeout_is_an_error_and_works_off_the_main_thread():
         def work():
             results["slow"] = verify(env, "3", PATHOLOGICAL)
             results["after"] = verify(env, "3", "\\boxed{3}")  # a fresh worker answers the next request
+            results["pid"] = env.checker._proc.pid
 
         thread = threading.Thread(target=work)
         thread.start()
@@ -125,6 +126,8 @@ def test_timeout_is_an_error_and_works_off_the_main_thread():
         assert not slow.passed and slow.reasons == ["timeout"] and "longer than 1s" in slow.error
         assert results["after"].passed
         assert env.checker.restarts == 1
+        # The worker started from that (now finished) thread lives on and serves the main thread.
+        assert verify(env, "4", "\\boxed{4}").passed and env.checker._proc.pid == results["pid"]
         assert verify(env, "3", PATHOLOGICAL).reasons == ["timeout"]  # and from the main thread
     finally:
         env.close()

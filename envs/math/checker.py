@@ -5,14 +5,15 @@ ever on inputs like ``9^{9^{9^{9}}}``. So one child process per :class:`MathChec
 a request that takes longer than ``timeout`` gets the child killed (and a fresh one is started on the next request).
 A request costs a pipe round trip (about a millisecond), not a process start.
 
-On Linux the worker is killed when the thread that started it ends (``PR_SET_PDEATHSIG``), so it can never outlive
-a killed trainer; the next check after that simply starts a new worker.
+On Linux the worker gets SIGKILL when its parent dies (``PR_SET_PDEATHSIG``), so it never outlives a killed trainer,
+even while stuck inside sympy.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import select
 import subprocess
 import sys
@@ -36,6 +37,46 @@ class CheckResult:
     answer_parsed: str | None = None
     error: str | None = None
     seconds: float = 0.0
+
+
+class _Spawner:
+    """Starts worker processes from one long-lived daemon thread.
+
+    Linux sends the parent-death signal when the *thread* that started a child ends, not the process: a worker
+    started from a short-lived thread (a thread pool, a request handler) would be killed with it. One spawning thread
+    per process keeps every worker alive exactly as long as the process.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: queue.Queue = queue.Queue()
+        self._pid = 0  # threads do not survive fork(): a forked child starts its own spawning thread
+
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._requests = queue.Queue()
+                threading.Thread(target=self._serve, args=(self._requests,), name="math-verify-spawner",
+                                 daemon=True).start()
+                self._pid = os.getpid()
+        reply: queue.Queue = queue.Queue(maxsize=1)
+        self._requests.put((args, kwargs, reply))
+        result = reply.get()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    @staticmethod
+    def _serve(requests: queue.Queue) -> None:
+        while True:
+            args, kwargs, reply = requests.get()
+            try:
+                reply.put(subprocess.Popen(args, **kwargs))
+            except BaseException as e:  # handed to the caller, which raises it in its own thread
+                reply.put(e)
+
+
+_SPAWNER = _Spawner()
 
 
 def _kill(proc: subprocess.Popen, owner_pid: int) -> None:
@@ -116,7 +157,7 @@ class MathChecker:
         if self._proc is not None and self._proc.poll() is None and self._owner_pid == os.getpid():
             return
         self._stop()
-        self._proc = subprocess.Popen(
+        self._proc = _SPAWNER.popen(
             [sys.executable, "-u", str(WORKER), str(self.memory_mb), str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
         )
