@@ -26,6 +26,8 @@ class CodeEnv(Environment):
     name = "code"
     description = ("Python coding: functions with hidden tests and stdin/stdout programs, executed in the sandbox "
                    "(HumanEval's 164 problems and a seeded generator)")
+    TASK_SETS = tuple(TASK_SETS)
+    uses_sandbox = True  # `posttrain envs verify` checks the sandbox backend once before starting workers
 
     def __init__(self, backend: str | None = None, test_timeout_s: float = 3.0, wall_timeout_s: float = 30.0,
                  memory_mb: int = 512) -> None:

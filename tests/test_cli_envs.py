@@ -1,0 +1,116 @@
+"""`posttrain envs list / generate / verify` end to end (real envs, real sandbox, real worker processes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from posttrain.cli import app
+
+runner = CliRunner()
+
+
+def cli(*args: str):
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def cli_main(*args: str) -> subprocess.CompletedProcess:
+    """The real entry point (user errors become exit code 2 there); stderr with rich's line wrapping undone."""
+    done = subprocess.run([sys.executable, "-c", "from posttrain.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=120)
+    done.stderr = " ".join(done.stderr.split())
+    return done
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_list_shows_the_builtin_envs():
+    out = cli("envs", "list").output
+    for name in ("code", "math", "tool_calling"):
+        assert name in out
+    assert "humaneval" in out and "HumanEval" in out
+
+
+def test_generate_code_tasks_and_the_humaneval_set(tmp_path):
+    out = tmp_path / "gen" / "tasks.jsonl"
+    result = cli("envs", "generate", "code", "--n", "25", "--seed", "3", "--out", str(out))
+    assert "wrote 25 code tasks" in result.output
+    tasks = read_jsonl(out)
+    assert len(tasks) == 25 and len({t["id"] for t in tasks}) == 25 and {t["env"] for t in tasks} == {"code"}
+    again = tmp_path / "again.jsonl"
+    cli("envs", "generate", "code", "--n", "25", "--seed", "3", "--out", str(again))
+    assert again.read_text() == out.read_text()
+    he = tmp_path / "he.jsonl"
+    assert "wrote 164 code tasks" in cli("envs", "generate", "code", "--set", "humaneval", "--out", str(he)).output
+    assert [t["id"] for t in read_jsonl(he)][:2] == ["HumanEval/0", "HumanEval/1"]
+
+
+@pytest.mark.parametrize("env", ["math", "tool_calling"])
+def test_generate_works_for_the_other_envs(tmp_path, env):
+    out = tmp_path / f"{env}.jsonl"
+    cli("envs", "generate", env, "--n", "4", "--seed", "1", "--out", str(out))
+    assert [t["env"] for t in read_jsonl(out)] == [env] * 4
+
+
+def test_verify_code_rows_with_malformed_lines(tmp_path):
+    he = tmp_path / "he.jsonl"
+    cli("envs", "generate", "code", "--set", "humaneval", "--n", "4", "--out", str(he))
+    tasks = read_jsonl(he)
+    solved = {"role": "assistant", "content": tasks[3]["reference_solution"]}
+    lines = [json.dumps({"task": tasks[0], "completion": tasks[0]["reference_solution"]}),
+             json.dumps({"task": tasks[1], "completion": "    return None\n"}),
+             "{broken json",
+             "",
+             json.dumps({"task": tasks[2]}),
+             json.dumps({"task": tasks[3], "messages": [*tasks[3]["messages"], solved]})]
+    traj = tmp_path / "traj.jsonl"
+    traj.write_text("\n".join(lines) + "\n")
+    res_path = tmp_path / "out" / "results.jsonl"
+    result = runner.invoke(app, ["envs", "verify", "code", str(traj), "--out", str(res_path), "--workers", "2"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = read_jsonl(res_path)
+    assert [r["line"] for r in rows] == [1, 2, 3, 5, 6]  # one result per row, in file order
+    assert [r["passed"] for r in rows] == [True, False, False, False, True]
+    assert rows[0]["id"] == "HumanEval/0" and rows[0]["details"]["n_passed"] == rows[0]["details"]["n_tests"]
+    assert rows[2]["reasons"] == ["malformed_row"] and f"{traj}:3: invalid JSON" in rows[2]["error"]
+    assert rows[3]["reasons"] == ["malformed_row"] and f"{traj}:5: expected key 'messages'" in rows[3]["error"]
+    out = result.output
+    for label, value in [("rows", "5"), ("passed", "2"), ("failed", "1"), ("malformed rows", "2"),
+                         ("pass rate", "66.7%")]:
+        assert any(label in line and line.rstrip(" │").endswith(value) for line in out.splitlines()), (label, out)
+    assert "malformed_row" in out and "traj.jsonl:3" in out
+
+
+def test_verify_math_through_the_cli(tmp_path):
+    tasks_path = tmp_path / "math.jsonl"
+    cli("envs", "generate", "math", "--n", "2", "--seed", "5", "--out", str(tasks_path))
+    tasks = read_jsonl(tasks_path)
+    traj = tmp_path / "traj.jsonl"
+    traj.write_text(json.dumps({"task": tasks[0], "completion": f"So \\boxed{{{tasks[0]['answer']}}}."}) + "\n"
+                    + json.dumps({"task": tasks[1], "completion": "\\boxed{not a number}"}) + "\n")
+    cli("envs", "verify", "math", str(traj), "--out", str(tmp_path / "r.jsonl"), "--workers", "1")
+    assert [r["passed"] for r in read_jsonl(tmp_path / "r.jsonl")] == [True, False]
+
+
+def test_usage_errors_exit_2_with_a_clear_message(tmp_path):
+    missing = cli_main("envs", "verify", "code", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "r.jsonl"))
+    assert missing.returncode == 2 and "nope.jsonl: file not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b\n1,2\n")
+    not_jsonl = cli_main("envs", "verify", "code", str(csv), "--out", str(tmp_path / "r.jsonl"))
+    assert not_jsonl.returncode == 2 and "not JSONL" in not_jsonl.stderr
+    bad_backend = cli_main("envs", "verify", "code", str(csv), "--out", str(tmp_path / "r.jsonl"), "--backend", "vm")
+    assert bad_backend.returncode == 2
+    bad_set = cli_main("envs", "generate", "code", "--set", "mbpp", "--out", str(tmp_path / "t.jsonl"))
+    assert bad_set.returncode == 2 and "unknown task set 'mbpp'" in bad_set.stderr
