@@ -110,6 +110,10 @@ class Environment(ABC):
     def generate_tasks(self, n: int, seed: int) -> Iterator[Task]:
         """Seeded, procedurally generated tasks with reference solutions (same n and seed, same tasks)."""
 
+    def reference_trajectory(self, task: Task) -> list[Message]:
+        """A conversation that solves ``task`` from its reference solution (tests, SFT sample data, sanity checks)."""
+        raise NotImplementedError(f"environment {self.name!r} has no reference trajectories")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (sandboxes, pools)."""
 
