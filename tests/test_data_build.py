@@ -145,7 +145,7 @@ def test_all_local_source_types(tmp_path):
     import datasets
 
     rows = [{"instruction": f"Name the number after {i}.", "input": "", "output": str(i + 1)} for i in range(4)]
-    (tmp_path / "a.json").write_text(json.dumps(rows))
+    (tmp_path / "a.json").write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + ",\n5\n]\n")  # 5: not a row
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "a.parquet"))
     with open(tmp_path / "a.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -159,8 +159,9 @@ def test_all_local_source_types(tmp_path):
     m = build_dataset(_recipe(tmp_path, spec), tmp_path / "out")
     assert [(s["source"], s["kept"]) for s in m["metrics"]["sources"]] == [
         ("a.json", 4), ("a.parquet", 4), ("a.csv", 4), ("saved", 4)]
-    assert m["metrics"]["malformed"]["examples"][0] == {
-        "bucket": "b", "file": "a.csv", "line": 6, "reason": "CSV row has 2 fields, the header has 3"}
+    assert m["metrics"]["malformed"]["examples"] == [
+        {"bucket": "b", "file": "a.json", "line": 6, "reason": "expected a JSON object, got int"},
+        {"bucket": "b", "file": "a.csv", "line": 6, "reason": "CSV row has 2 fields, the header has 3"}]
     assert set(m["inputs"]) >= {"a.json", "a.parquet", "a.csv", "saved", "recipe:r.yaml"}
     assert sorted(load_built(tmp_path / "out")["source"]) == sorted(["a.json", "a.parquet", "a.csv", "saved"] * 4)
 
@@ -169,6 +170,14 @@ def test_unsupported_file_and_empty_source(tmp_path):
     (tmp_path / "notes.txt").write_text("hello\n")
     spec = {"kind": "text", "buckets": {"b": {"sources": [{"path": "notes.txt"}]}}}
     with pytest.raises(UserError, match=r"buckets.b.sources.0: notes.txt: unsupported file type '.txt'"):
+        build_dataset(_recipe(tmp_path, spec), tmp_path / "out")
+    (tmp_path / "folder").mkdir()
+    spec["buckets"]["b"]["sources"] = [{"path": "folder"}]
+    with pytest.raises(UserError, match="buckets.b.sources.0: folder: not a folder written by datasets' save_to_disk"):
+        build_dataset(_recipe(tmp_path, spec), tmp_path / "out")
+    (tmp_path / "broken.json").write_text('[{"text": "a"},\n{"text" "b"}]')
+    spec["buckets"]["b"]["sources"] = [{"path": "broken.json"}]
+    with pytest.raises(UserError, match=r"broken.json:2: invalid JSON \(Expecting ':' delimiter"):
         build_dataset(_recipe(tmp_path, spec), tmp_path / "out")
     (tmp_path / "empty.jsonl").write_text("\n")
     spec["buckets"]["b"]["sources"] = [{"path": "empty.jsonl"}]

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from posttrain.data.filters import hash64, words
+from posttrain.data.filters import words
 from posttrain.data.recipe import LoadedRecipe
 from posttrain.data.sources import Malformed, read_local
 from posttrain.errors import UserError
 from posttrain.manifest import file_sha256
 
 
-def ngrams(text: str, n: int) -> set[int]:
+def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     ws = words(text)
-    return {hash64(" ".join(ws[i:i + n])) for i in range(len(ws) - n + 1)}
+    return {tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)}
 
 
 def _humaneval() -> tuple[list[str], str, str]:
@@ -60,13 +60,13 @@ class Decontaminator:
 
     def __init__(self, loaded: LoadedRecipe, names: list[str]) -> None:
         self.n = loaded.recipe.decontamination.ngram
-        self.grams: dict[str, set[int]] = {}
+        self.grams: dict[str, set[tuple[str, ...]]] = {}
         self.inputs: dict[str, str] = {}  # file label -> sha256, for the manifest
         self.stats: dict[str, dict[str, int]] = {}
         for name in names:
             texts, label, digest = _humaneval() if name == "humaneval" else _eval_file(loaded, name)
             self.inputs[label] = digest
-            grams: set[int] = set()
+            grams: set[tuple[str, ...]] = set()
             short = 0
             for text in texts:
                 g = ngrams(text, self.n)
@@ -78,9 +78,11 @@ class Decontaminator:
     def match(self, text: str, names: list[str]) -> str | None:
         if not names:
             return None
-        grams = ngrams(text, self.n)
+        ws = words(text)
+        windows = range(len(ws) - self.n + 1)
         for name in names:
-            if not grams.isdisjoint(self.grams[name]):
+            grams = self.grams[name]
+            if any(tuple(ws[i:i + self.n]) in grams for i in windows):  # stops at the first shared n-gram
                 return name
         return None
 

@@ -55,12 +55,24 @@ def hash64(s: str) -> int:
     return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
 
 
-def shingles(text: str, k: int) -> set[int]:
-    """Hashes of the k-word windows of the text (the whole text is one shingle when it has fewer than k words)."""
-    ws = words(text)
-    if len(ws) <= k:
-        return {hash64(" ".join(ws))}
-    return {hash64(" ".join(ws[i:i + k])) for i in range(len(ws) - k + 1)}
+_MULT = np.uint64(0x100000001B3)  # FNV-1a 64-bit prime: mixes word hashes into a window hash (uint64 wraps around)
+
+
+def shingles(text: str, k: int, word_hashes: dict[str, int] | None = None) -> np.ndarray:
+    """Sorted unique 64-bit hashes of the k-word windows of the text (fewer than k words: one window).
+
+    Each distinct word is hashed once (blake2b, stable across runs); a window's hash is a polynomial of its words'
+    hashes, computed for all windows at once with numpy.
+    """
+    cache = word_hashes if word_hashes is not None else {}
+    ws = words(text) or [""]
+    ids = np.array([cache[w] if w in cache else cache.setdefault(w, hash64(w)) for w in ws], dtype=np.uint64)
+    width = min(k, len(ws))
+    n = len(ws) - width + 1
+    h = np.zeros(n, dtype=np.uint64)
+    for j in range(width):
+        h = h * _MULT + ids[j:j + n]
+    return np.unique(h)
 
 
 def _pick_bands(num_perm: int, threshold: float) -> int:
@@ -92,15 +104,16 @@ class NearDuplicateIndex:
             raise UserError(f"near_dedupe.bands: {self.bands} does not divide num_perm {cfg.num_perm}")
         self.rows_per_band = cfg.num_perm // self.bands
         self.tables: list[dict[bytes, list[int]]] = [{} for _ in range(self.bands)]
-        self.sets: list[set[int]] = []
+        self.sets: list[np.ndarray] = []
+        self.word_hashes: dict[str, int] = {}
 
-    def signature(self, sh: set[int]) -> np.ndarray:
-        x = (np.fromiter(sh, dtype=np.uint64, count=len(sh)) % np.uint64(_PRIME))[None, :]
+    def signature(self, sh: np.ndarray) -> np.ndarray:
+        x = (sh % np.uint64(_PRIME))[None, :]
         return ((self.a[:, None] * x + self.b[:, None]) % np.uint64(_PRIME)).min(axis=1)
 
     def check_add(self, text: str) -> bool:
         """True if ``text`` is a near duplicate of an earlier row (it is then not added)."""
-        sh = shingles(text, self.cfg.shingle)
+        sh = shingles(text, self.cfg.shingle, self.word_hashes)
         sig = self.signature(sh)
         keys = [sig[i * self.rows_per_band:(i + 1) * self.rows_per_band].tobytes() for i in range(self.bands)]
         seen: set[int] = set()
@@ -110,7 +123,8 @@ class NearDuplicateIndex:
                     continue
                 seen.add(j)
                 other = self.sets[j]
-                if len(sh & other) / len(sh | other) >= self.cfg.threshold:
+                common = len(np.intersect1d(sh, other, assume_unique=True))
+                if common / (len(sh) + len(other) - common) >= self.cfg.threshold:
                     return True
         idx = len(self.sets)
         self.sets.append(sh)

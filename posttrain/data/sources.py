@@ -95,15 +95,35 @@ def _read_jsonl(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] 
 
 
 def _read_json(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{label}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno}); expected a JSON list of "
-                        "objects (use .jsonl for one object per line)") from None
-    if not isinstance(data, list):
-        raise UserError(f"{label}: expected a JSON list of objects at the top level, got {type(data).__name__}")
-    for i, obj in enumerate(data):
-        yield Where(label, row=i), _as_record(obj)
+    """A JSON list of objects, decoded item by item so each item is reported with the line it starts on."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    decoder = json.JSONDecoder()
+    pos = _skip_space(text, 0)
+    if not text.startswith("[", pos):
+        raise UserError(f"{label}: expected a JSON list of objects at the top level (use .jsonl for one object per "
+                        "line)")
+    pos = _skip_space(text, pos + 1)
+    line, counted = 1, 0
+    while not text.startswith("]", pos):
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:  # past a syntax error nothing can be trusted: the file is unusable
+            raise UserError(f"{label}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        yield Where(label, line=line), _as_record(obj)
+        pos = _skip_space(text, pos)
+        if text.startswith(",", pos):
+            pos = _skip_space(text, pos + 1)
+        elif not text.startswith("]", pos):
+            bad_line = text.count("\n", 0, pos) + 1
+            raise UserError(f"{label}:{bad_line}: invalid JSON (expected ',' or ']' between list items)")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
 
 
 def _read_parquet(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
