@@ -204,6 +204,30 @@ def test_hub_source_unreachable_names_bucket_and_source(tmp_path, monkeypatch):
     assert "buckets.chat.sources.0 (hub:someorg/some-chat-set)" in msg and "could not load hub dataset" in msg
 
 
+def test_hub_source_loads_through_load_dataset(tmp_path, monkeypatch):
+    import datasets
+
+    # No hub is reachable here: a local folder stands in for the hub id; load_dataset resolves both the same way.
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    (tmp_path / "hubset").mkdir()
+    _jsonl(tmp_path / "hubset" / "train.jsonl", [{"text": f"Document number {i}."} for i in range(5)] + [{"txt": 1}])
+    spec = {"kind": "text", "max_malformed_fraction": 0.5,
+            "buckets": {"web": {"sources": [{"hub": str(tmp_path / "hubset"), "split": "train"}]}}}
+    m = build_dataset(_recipe(tmp_path, spec), tmp_path / "out")
+    label = f"hub:{tmp_path / 'hubset'}"
+    assert m["metrics"]["sources"][0]["kept"] == 5 and m["inputs"][label].startswith("hub-fingerprint:")
+    assert m["metrics"]["malformed"]["examples"][0]["file"] == label
+    assert m["metrics"]["malformed"]["examples"][0]["row"] == 5
+
+
+def test_out_must_be_a_folder(tmp_path):
+    _jsonl(tmp_path / "a.jsonl", [{"text": "some words here"}])
+    (tmp_path / "file").write_text("x")
+    spec = {"kind": "text", "buckets": {"b": {"sources": [{"path": "a.jsonl"}]}}}
+    with pytest.raises(UserError, match="exists and is not a folder"):
+        build_dataset(_recipe(tmp_path, spec), tmp_path / "file")
+
+
 def test_task_kind(tmp_path):
     tasks = [{"id": f"t{i}", "env": "math", "messages": [{"role": "user", "content": f"Compute {i} * 3."}],
               "tools": [], "answer": str(3 * i)} for i in range(6)]

@@ -89,6 +89,8 @@ def build_dataset(recipe_path: str | Path, out_dir: str | Path, overrides: list[
 
     # 3. Write the data and the manifest.
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     data_sha = _write_parquet(out / DATA_FILE, out_rows, recipe.kind)
     metrics = _metrics(recipe, buckets, plans, out_tokens, malformed_examples, decon)
@@ -159,9 +161,9 @@ def _collect_bucket(loaded: LoadedRecipe, name: str, count_tokens: Callable[[lis
 
 
 def _open_source(loaded: LoadedRecipe, bucket: str, i: int, src: Source) -> tuple[Any, str]:
-    label = f"{loaded.path}: buckets.{bucket}.sources.{i} ({src.label})"
     if src.hub is not None:
-        return read_hub(src.hub, src.split, src.subset, src.revision, label)
+        context = f"{loaded.path}: buckets.{bucket}.sources.{i} ({src.label})"
+        return read_hub(src.hub, src.split, src.subset, src.revision, src.label, context)
     path = loaded.source_path(src)
     return read_local(path, src.label, src.split), source_digest(path)
 

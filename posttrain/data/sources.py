@@ -183,15 +183,18 @@ def _iter_dataset(ds: Any, label: str) -> Iterator[tuple[Where, dict[str, Any] |
         yield Where(label, row=i), rec
 
 
-def read_hub(hub_id: str, split: str | None, subset: str | None, revision: str | None,
-             label: str) -> tuple[Iterator[tuple[Where, dict[str, Any] | Malformed]], str]:
-    """Load a hub dataset with ``datasets.load_dataset``; returns the rows and the dataset's fingerprint."""
+def read_hub(hub_id: str, split: str | None, subset: str | None, revision: str | None, label: str,
+             context: str) -> tuple[Iterator[tuple[Where, dict[str, Any] | Malformed]], str]:
+    """Load a hub dataset with ``datasets.load_dataset``; returns the rows and the dataset's fingerprint.
+
+    Rows are reported as ``label row i``; a load failure is a UserError starting with ``context``.
+    """
     import datasets
 
     try:
         ds = datasets.load_dataset(hub_id, subset, split=split or "train", revision=revision)
     except Exception as e:  # network, auth, missing dataset, missing split: all mean "cannot load this source"
-        raise UserError(f"{label}: could not load hub dataset {hub_id!r} (split {split or 'train'!r}): "
+        raise UserError(f"{context}: could not load hub dataset {hub_id!r} (split {split or 'train'!r}): "
                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} -- is the hub reachable? "
                         "Offline, use save_to_disk on a machine with access and point path: at the folder") from None
     return _iter_dataset(ds, label), f"hub-fingerprint:{ds._fingerprint}"
