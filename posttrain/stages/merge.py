@@ -1,0 +1,280 @@
+"""`posttrain merge`: combine models fine-tuned from one base (the Chat- and Logic-track RL models) into one model.
+
+The stage, top to bottom:
+
+1. Check the inputs. ``base`` is a model folder (or a known model name); each of ``models`` is a full HF folder or a
+   peft LoRA adapter on that base. Architecture, tensor names and shapes, and tokenizer vocabularies must match the
+   base; a mismatch is a UserError naming the config key, the folder and the tensor.
+2. If ``output_dir`` already holds this merge (same config, same input hashes), stop: re-running is a no-op.
+3. Fold each LoRA adapter into a float32 copy of the base with peft (``posttrain.merging.lora``). From here on every
+   input is a full model.
+4. Let mergekit merge tensor by tensor on CPU (memory stays near one tensor per input) into a staging folder next to
+   ``output_dir``; see ``posttrain.merging.methods`` for what each method computes.
+5. Copy the base's tokenizer, chat template and generation config, measure how far the merge moved from each input,
+   write ``manifest.json``, and move the staging folder into place (a killed run never leaves half a model).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from posttrain.config import Schema
+from posttrain.errors import UserError
+from posttrain.manifest import (
+    MANIFEST,
+    TRACKED_PACKAGES,
+    folder_sha256,
+    library_versions,
+    read_manifest,
+    write_manifest,
+)
+from posttrain.merging.distances import l2_distances
+from posttrain.merging.inputs import (
+    TOKENIZER_FILES,
+    MergeInput,
+    check_architecture,
+    check_same_tensors,
+    check_same_tokenizer,
+    has_tokenizer,
+    input_manifest,
+    inspect_input,
+    model_shapes,
+    read_json,
+)
+from posttrain.merging.lora import check_adapter, merge_adapter
+from posttrain.merging.methods import COMPUTE_DTYPE, mergekit_config, method_parameters, run_mergekit
+from posttrain.models.loading import resolve_model
+
+STAGE = "merge"
+DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_DENSITY = 0.2  # TIES paper: keep the top 20% of each task vector
+
+
+class MergeModel(Schema):
+    path: str = Field(description="A full HF model folder or a peft LoRA adapter folder, fine-tuned from `base`.")
+    weight: float = Field(1.0, allow_inf_nan=False, description="This model's weight w_i.")
+
+
+class MergeConfig(Schema):
+    base: str = Field(description="The model every input was fine-tuned from (folder or known name).")
+    models: list[MergeModel] = Field(min_length=1)
+    method: Literal["linear", "task_arithmetic", "ties"] = "ties"
+    density: float | None = Field(None, gt=0, le=1, validate_default=True,
+                                  description="ties only: fraction of each task vector kept per tensor "
+                                              f"(default {DEFAULT_DENSITY}).")
+    scale: float | None = Field(None, allow_inf_nan=False, validation_alias=AliasChoices("scale", "lambda"),
+                                validate_default=True,
+                                description="task_arithmetic/ties: factor on the merged task vector (default 1).")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="Output weights' dtype (default: the base's). Arithmetic is always float32.")
+    output_dir: str
+    overwrite: bool = Field(False, description="Replace output_dir if it holds something else.")
+
+    # Settings a method does not use are errors (never silently ignored); the ones it uses get their defaults, so
+    # --dry-run shows what will run. Fields validate in order, so `method` is known when density and scale are.
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_for_scale(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "scale" in data and "lambda" in data:
+            raise PydanticCustomError("merge", "give either scale or lambda (two names for one setting), not both")
+        return data
+
+    @field_validator("method")
+    @classmethod
+    def _weights_fit_method(cls, method: str, info: ValidationInfo) -> str:
+        weights = [m.weight for m in info.data.get("models", [])]
+        if method == "linear" and weights and sum(weights) == 0:
+            raise PydanticCustomError("merge", "method linear normalizes the weights by their sum, which is 0 here")
+        bad = next((i for i, w in enumerate(weights) if w <= 0), None)
+        if method == "ties" and bad is not None:
+            raise PydanticCustomError("merge", f"method ties takes a weighted mean, so weights must be > 0; "
+                                               f"models.{bad}.weight is {weights[bad]}")
+        return method
+
+    @field_validator("density")
+    @classmethod
+    def _density_for_ties(cls, density: float | None, info: ValidationInfo) -> float | None:
+        method = info.data.get("method")
+        if method == "ties":
+            return DEFAULT_DENSITY if density is None else density
+        if density is not None and method is not None:
+            raise PydanticCustomError("merge", f"density is used only by method ties (method is {method}); remove it")
+        return density
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_for_task_vectors(cls, scale: float | None, info: ValidationInfo) -> float | None:
+        method = info.data.get("method")
+        if method == "linear" and scale is not None:
+            raise PydanticCustomError("merge", "scale/lambda is not used by method linear (a weighted average); "
+                                               "remove it")
+        if method in ("task_arithmetic", "ties"):
+            return 1.0 if scale is None else scale
+        return scale
+
+
+def run(cfg: MergeConfig, log: Callable[[str], None] | None = None) -> Path:
+    """Merge ``cfg.models`` onto ``cfg.base`` into ``cfg.output_dir``; returns the output folder."""
+    say = log or (lambda _message: None)
+    started = time.monotonic()
+    out = Path(cfg.output_dir).expanduser()
+
+    # 1. Inputs must all fit the base.
+    base = resolve_model(cfg.base, key="base")
+    if not has_tokenizer(base):
+        raise UserError(f"base: {base} has no tokenizer; the merged model takes the base's tokenizer and chat template")
+    base_shapes = model_shapes(base, "base")
+    items = [inspect_input(m.path, f"models.{i}.path") for i, m in enumerate(cfg.models)]
+    for item in items:
+        check_input(base, base_shapes, item)
+    check_distinct(base, items, out)
+
+    # 2. Nothing to do when the output already is this merge.
+    hashes = {str(p.resolve()): folder_sha256(p) for p in (base, *(item.path for item in items))}
+    if already_merged(out, cfg, hashes):
+        say(f"{out} already holds this merge (same config and input hashes); nothing to do")
+        return out
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise UserError(f"output_dir: {out} exists and holds something else; choose another folder or set "
+                        "overwrite=true")
+
+    out_dtype = cfg.dtype or base_dtype(base)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.lora.", dir=out.parent))
+    try:
+        # 3. LoRA adapters become full float32 models.
+        full: list[Path] = []
+        for i, item in enumerate(items):
+            if item.kind == "lora":
+                say(f"folding LoRA adapter {item.path} into the base with peft")
+                full.append(merge_adapter(item, base, scratch / f"model{i}"))
+            else:
+                full.append(item.path)
+
+        # 4. mergekit does the arithmetic.
+        weights = [m.weight for m in cfg.models]
+        engine_config = mergekit_config(cfg.method, base, full, weights, cfg.density, cfg.scale, out_dtype)
+        say(f"merging {len(items)} model(s) with {cfg.method} (mergekit, {COMPUTE_DTYPE} arithmetic, "
+            f"{out_dtype} output)")
+        run_mergekit(engine_config, staging, show_progress=log is not None)
+
+        # 5. Tokenizer from the base, distances, manifest, then into place.
+        for name in (*TOKENIZER_FILES, "generation_config.json"):
+            if (base / name).is_file():
+                shutil.copy2(base / name, staging / name)
+        distances = l2_distances(staging, base, {m.path: path for m, path in zip(cfg.models, full, strict=True)})
+        write_manifest(staging, build_manifest(cfg, base, items, hashes, engine_config, distances))
+        replace_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    say(f"merged model written to {out} in {time.monotonic() - started:.1f}s; L2 distance of the merge from each "
+        "input: " + ", ".join(f"{k} {v:.4g}" for k, v in distances["l2_merged_to_input"].items()))
+    return out
+
+
+def check_input(base: Path, base_shapes: dict[str, tuple[int, ...]], item: MergeInput) -> None:
+    if item.kind == "lora":
+        check_adapter(item, base, base_shapes)
+    else:
+        check_architecture(base, item)
+        check_same_tensors(base, base_shapes, item, model_shapes(item.path, item.key))
+    check_same_tokenizer(base, item)
+
+
+def check_distinct(base: Path, items: list[MergeInput], out: Path) -> None:
+    """No input twice, and the output folder (which may be replaced) neither is nor holds nor sits in an input."""
+    seen = {base.resolve(): "base"}
+    for item in items:
+        where = item.path.resolve()
+        if where in seen:
+            raise UserError(f"{item.key}: {item.path} is the same folder as {seen[where]}")
+        seen[where] = item.key
+    target = out.expanduser().resolve()
+    for where, key in seen.items():
+        if target == where or where.is_relative_to(target) or target.is_relative_to(where):
+            raise UserError(f"output_dir: {out} overlaps {key} ({where}); write the merge somewhere else")
+
+
+def already_merged(out: Path, cfg: MergeConfig, hashes: dict[str, str]) -> bool:
+    if not (out / MANIFEST).is_file():
+        return False
+    try:
+        manifest = read_manifest(out)
+    except UserError:
+        return False  # a broken manifest: redo the merge (guarded by `overwrite`)
+    config = cfg.model_dump(mode="json", exclude={"overwrite"})
+    previous = {k: v for k, v in (manifest.get("config") or {}).items() if k != "overwrite"}
+    return manifest.get("stage") == STAGE and previous == config and manifest.get("inputs") == hashes
+
+
+def base_dtype(base: Path) -> str:
+    """The dtype the base is stored in (what the output keeps unless `dtype` says otherwise)."""
+    config = read_json(base / "config.json", "base")
+    dtype = config.get("dtype") or config.get("torch_dtype")
+    return dtype if dtype in DTYPES else "float32"
+
+
+def build_manifest(cfg: MergeConfig, base: Path, items: list[MergeInput], hashes: dict[str, str],
+                   engine_config: dict[str, Any], distances: dict[str, Any]) -> dict[str, Any]:
+    shared, per_input = method_parameters(cfg.method, [m.weight for m in cfg.models], cfg.density, cfg.scale)
+    models = []
+    for model, item, params in zip(cfg.models, items, per_input, strict=True):
+        entry: dict[str, Any] = {
+            "path": model.path,
+            "kind": item.kind,
+            "weight": model.weight,
+            "sha256": hashes[str(item.path.resolve())],
+            "manifest": input_manifest(item.path),
+            "merged_via": "peft merge_and_unload onto the base (float32), then mergekit" if item.kind == "lora"
+            else "mergekit",
+            "parameters": params,
+            "l2_merged_to_input": distances["l2_merged_to_input"][model.path],
+            "l2_input_to_base": distances["l2_input_to_base"][model.path],
+        }
+        if item.kind == "lora":
+            entry["adapter_base_model_name_or_path"] = read_json(item.path / "adapter_config.json",
+                                                                 item.key).get("base_model_name_or_path")
+        models.append(entry)
+    return {
+        "stage": STAGE,
+        "config": cfg.model_dump(mode="json"),
+        "inputs": hashes,
+        "base": {"path": cfg.base, "resolved": str(base), "sha256": hashes[str(base.resolve())],
+                 "manifest": input_manifest(base)},
+        "models": models,
+        "method": cfg.method,
+        "parameters": shared,
+        "engine": {"name": "mergekit", "config": _without_scratch_paths(engine_config, cfg, items)},
+        "metrics": distances,
+        "versions": library_versions((*TRACKED_PACKAGES, "mergekit")),
+    }
+
+
+def _without_scratch_paths(engine_config: dict[str, Any], cfg: MergeConfig, items: list[MergeInput]) -> dict[str, Any]:
+    """The engine config as recorded: a folded adapter's temporary folder is named by the adapter it came from."""
+    recorded = {**engine_config, "models": [dict(m) for m in engine_config["models"]]}
+    for entry, model, item in zip(recorded["models"], cfg.models, items, strict=True):
+        if item.kind == "lora":
+            entry["model"] = f"{model.path} (LoRA folded into the base)"
+    return recorded
+
+
+def replace_folder(staging: Path, out: Path) -> None:
+    """Move the finished staging folder to ``out``, replacing what is there only after the new one is complete."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    out.rename(old / out.name)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
