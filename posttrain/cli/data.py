@@ -74,11 +74,12 @@ def render_manifest(manifest: dict[str, Any], out: Console, examples: int = 10) 
                   f"(target {r['ratio_target']:.0%}) from {', '.join(r['buckets'])}", highlight=False)
 
     buckets = Table(title="Buckets", title_justify="left")
-    for col in ("bucket", "share", "target", "sampling", "rows", "tokens", "token %", "available rows"):
-        buckets.add_column(col, justify="right" if col not in ("bucket", "share", "target", "sampling") else "left")
+    for col in ("bucket", "replay", "share", "target", "sampling", "rows", "tokens", "token %", "available rows"):
+        buckets.add_column(col, justify="left" if col in ("bucket", "replay", "share", "target", "sampling")
+                           else "right")
     for name, b in m["buckets"].items():
         sampling = b["sampling"] + (f" (x{b['max_repeat']})" if b["max_repeat"] > 1 else "")
-        buckets.add_row(escape(name) + (" (replay)" if b["replay"] else ""), _share(b["share"]),
+        buckets.add_row(escape(name), "yes" if b["replay"] else "", _share(b["share"]),
                         _share(b["target"]), sampling, str(b["rows"]), str(b["tokens"]),
                         f"{b['token_fraction']:.1%}", str(b["available_rows"]))
     out.print(buckets)

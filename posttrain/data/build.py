@@ -24,7 +24,7 @@ from posttrain.data.recipe import LoadedRecipe, Source, load_recipe
 from posttrain.data.sources import Malformed, MalformedRow, Where, read_hub, read_local, source_digest
 from posttrain.data.tokens import make_counter, row_text
 from posttrain.errors import UserError
-from posttrain.manifest import file_sha256, folder_sha256, write_manifest
+from posttrain.manifest import file_sha256, folder_sha256, read_manifest, write_manifest
 
 DATA_FILE = "data.parquet"
 KIND_COLUMNS = {"chat": ["messages", "tools"], "text": ["text"], "task": ["env", "messages", "tools", "task"]}
@@ -54,6 +54,9 @@ def build_dataset(recipe_path: str | Path, out_dir: str | Path, overrides: list[
                   seed: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build the mixed dataset of a recipe into ``out_dir``; returns the manifest (also written as manifest.json)."""
     say = log or (lambda _msg: None)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
     loaded = load_recipe(recipe_path, overrides, seed)
     recipe, where = loaded.recipe, str(recipe_path)
     count_tokens, counter_name = make_counter(recipe.tokenizer, loaded.base)
@@ -84,13 +87,10 @@ def build_dataset(recipe_path: str | Path, out_dir: str | Path, overrides: list[
             row = buckets[name].rows[i]
             out_rows.append({**row, "id": row["id"] + (f"-r{repeat}" if repeat else ""), "bucket": name})
             out_tokens.append(buckets[name].tokens[i])
-    order = rng_for(recipe.seed, "shuffle").permutation(len(out_rows))
+    order = rng_for(recipe.seed, "\0shuffle").permutation(len(out_rows))  # "\0": no bucket can share this stream
     out_rows = [out_rows[i] for i in order]
 
     # 3. Write the data and the manifest.
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     data_sha = _write_parquet(out / DATA_FILE, out_rows, recipe.kind)
     metrics = _metrics(recipe, buckets, plans, out_tokens, malformed_examples, decon)
@@ -107,7 +107,7 @@ def build_dataset(recipe_path: str | Path, out_dir: str | Path, overrides: list[
     }
     write_manifest(out, manifest)
     say(f"wrote {len(out_rows)} rows, {metrics['tokens']} tokens to {out / DATA_FILE}")
-    return json.loads(json.dumps(manifest))
+    return read_manifest(out)
 
 
 def _collect_bucket(loaded: LoadedRecipe, name: str, count_tokens: Callable[[list[str]], list[int]],
@@ -262,8 +262,6 @@ def load_built(out_dir: str | Path) -> Any:
     import datasets
     import pyarrow.parquet as pq
     from datasets.table import InMemoryTable
-
-    from posttrain.manifest import read_manifest
 
     folder = Path(out_dir)
     manifest = read_manifest(folder)
