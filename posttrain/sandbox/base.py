@@ -42,7 +42,9 @@ class Limits:
 
 @dataclass
 class RunResult:
-    """What happened to one sandboxed run. ``exit_code`` is None when the program was killed by a signal."""
+    """What happened to one sandboxed run. ``exit_code`` is None when the process we started was killed by a signal
+    (a timeout or output-cap kill, or a signal under the rlimit backend); under bwrap a program that dies of signal N
+    shows as exit code 128 + N, bwrap's convention."""
 
     exit_code: int | None
     stdout: str
