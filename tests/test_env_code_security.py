@@ -6,10 +6,10 @@ from __future__ import annotations
 import secrets
 
 import pytest
+from test_sandbox_security import wait_no_leftovers
 
 from envs.code import CodeEnv
 from posttrain.environment import Trajectory
-from tests.test_sandbox_security import wait_no_leftovers
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_sandbox import REPO, leftover_run_processes, py
 
 from posttrain.sandbox import Limits, get_backend
-from tests.test_sandbox import REPO, leftover_run_processes, py
 
 
 @pytest.fixture(scope="module")
