@@ -86,6 +86,11 @@ def test_always_equal_objects_and_patched_builtins_do_not_pass(env):
         "def solve(x):\n    return 0",
         "import sys\nm = sys.modules['__main__']\nm.encode = lambda v, depth=0: {'__t': 'tuple', 'v': 'x'}\n"
         "def solve(x):\n    return x + 1",
+        # replies the judge cannot take: over the frame limit, endlessly nested, raw garbage on the pipe
+        "def solve(x):\n    return 'x' * (20 << 20)",
+        "def solve(x):\n    a = []\n    a.append(a)\n    return a",
+        "import os, sys\nfd = int(sys.argv[-1])\nos.write(fd, b'\\x00\\x00\\x00\\x05{{{{{')\n"
+        "def solve(x):\n    return x + 1",
     ]
     for code in attacks:
         fails(verify(env, ADD_ONE, code))

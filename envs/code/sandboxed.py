@@ -233,7 +233,11 @@ class Worker:
         except (EOFError, OSError):
             code = self.proc.wait(timeout=2) if self.proc else None
             raise CandidateDied(f"the candidate's process exited (exit code {code})") from None
+        except (ValueError, RecursionError) as e:  # oversized or garbled: the pipe is out of step, start afresh
+            self.stop()
+            raise CandidateDied(f"the candidate's process sent an unusable reply ({describe(e)})") from None
         if type(reply) is not dict:
+            self.stop()
             raise CandidateDied("the candidate's process sent a malformed reply")
         return reply
 
@@ -246,6 +250,7 @@ class Worker:
         if "error" in reply:
             raise CandidateError(str(reply["error"])[:500])
         if "value" not in reply:
+            self.stop()
             raise CandidateDied("the candidate's process sent a malformed reply")
         try:
             return decode(reply["value"])

@@ -8,7 +8,6 @@ a uid-wide kill for rlimit).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import resource
 import selectors
@@ -21,7 +20,7 @@ from posttrain.sandbox.base import Limits, RunResult
 
 _PR_SET_PDEATHSIG = 1
 # Loaded in the parent: the child between fork and exec must not import or dlopen anything.
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _child_setup(limits: Limits, nproc: bool) -> None:
