@@ -27,7 +27,8 @@ from posttrain.errors import UserError
 from posttrain.manifest import file_sha256, folder_sha256, read_manifest, write_manifest
 
 DATA_FILE = "data.parquet"
-KIND_COLUMNS = {"chat": ["messages", "tools"], "text": ["text"], "task": ["env", "messages", "tools", "task"]}
+KIND_COLUMNS = {"chat": ["messages", "tools"], "text": ["text"], "task": ["env", "messages", "tools", "task"],
+                "preference": ["prompt", "chosen", "rejected"]}
 
 
 @dataclass
@@ -192,7 +193,7 @@ def _arrow_schema(kind: str) -> Any:
 
     messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
     types = {"messages": messages, "tools": pa.string(), "text": pa.string(), "env": pa.string(),
-             "task": pa.string()}
+             "task": pa.string(), "prompt": messages, "chosen": messages, "rejected": messages}
     return pa.schema([(c, pa.string()) for c in ("id", "bucket", "source")]
                      + [(c, types[c]) for c in KIND_COLUMNS[kind]])
 

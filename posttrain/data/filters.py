@@ -35,6 +35,9 @@ def content_key(row: dict[str, Any]) -> str:
     """Hash of a row's normalized content; what exact dedupe compares."""
     if "text" in row:
         payload: Any = normalize(row["text"])
+    elif "chosen" in row:  # preference: the same prompt with a different pair is a different row
+        sides = (row["prompt"], row["chosen"], row["rejected"])
+        payload = [[[m["role"], normalize(m["content"])] for m in side] for side in sides]
     else:
         payload = [[m["role"], normalize(m["content"])] for m in row["messages"]]
         payload.append(normalize(row.get("tools", "")))

@@ -287,6 +287,54 @@ def adapt_task(record: Row) -> Row:
             "task": json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)}
 
 
+def _answer(value: Any, what: str) -> list[dict[str, str]]:
+    """One side of a preference pair: a string (one assistant message) or messages that start with the assistant."""
+    if isinstance(value, str):
+        value = [{"role": "assistant", "content": value}]
+    try:
+        messages, _ = _messages(value, need_assistant=True)
+    except MalformedRow as e:
+        raise MalformedRow(f"{what}: {e.reason}") from None
+    if messages[0]["role"] != "assistant":
+        raise MalformedRow(f"{what}: must start with an assistant message, got role {messages[0]['role']!r}")
+    return messages
+
+
+def adapt_preference(record: Row) -> Row:
+    """TRL's preference format: ``prompt`` + ``chosen`` + ``rejected`` (explicit prompt; each a string or messages;
+    optional ``system``), or only ``chosen`` and ``rejected`` as whole conversations whose shared leading messages are
+    the prompt (implicit prompt). The prompt must end with a user (or tool) message."""
+    chosen_raw, rejected_raw = _require(record, "chosen"), _require(record, "rejected")
+    if record.get("prompt") is not None:
+        raw = record["prompt"]
+        if isinstance(raw, str):
+            raw = [{"role": "user", "content": _text(raw, "prompt")}]
+        if record.get("system") and isinstance(raw, list):
+            raw = [{"role": "system", "content": record["system"]}, *raw]
+        try:
+            prompt, _ = _messages(raw, need_assistant=False)
+        except MalformedRow as e:
+            raise MalformedRow(f"prompt: {e.reason}") from None
+        chosen, rejected = _answer(chosen_raw, "chosen"), _answer(rejected_raw, "rejected")
+    else:
+        if isinstance(chosen_raw, str) or isinstance(rejected_raw, str):
+            raise MalformedRow("no 'prompt': chosen and rejected must then be whole conversations (lists of messages)")
+        whole_chosen, _ = _messages(chosen_raw, need_assistant=True)
+        whole_rejected, _ = _messages(rejected_raw, need_assistant=True)
+        shared = 0
+        while (shared < min(len(whole_chosen), len(whole_rejected))
+               and whole_chosen[shared] == whole_rejected[shared]):
+            shared += 1
+        prompt = whole_chosen[:shared]
+        chosen = _answer(whole_chosen[shared:] or [{"role": "assistant", "content": ""}], "chosen")
+        rejected = _answer(whole_rejected[shared:] or [{"role": "assistant", "content": ""}], "rejected")
+    if not prompt or prompt[-1]["role"] not in ("user", "tool"):
+        raise MalformedRow("prompt: must end with a user (or tool) message that the answers reply to")
+    if chosen == rejected:
+        raise MalformedRow("chosen and rejected are identical (no preference to learn)")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
 ADAPTERS: dict[str, Callable[[Row], Row]] = {
     "messages": adapt_messages,
     "prompt_completion": adapt_prompt_completion,
@@ -295,6 +343,7 @@ ADAPTERS: dict[str, Callable[[Row], Row]] = {
     "tool_calls": adapt_tool_calls,
     "text": adapt_text,
     "task": adapt_task,
+    "preference": adapt_preference,
 }
 
 

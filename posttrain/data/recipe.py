@@ -15,16 +15,17 @@ from pydantic import Field, model_validator
 from posttrain.config import Schema, apply_overrides, read_yaml, validate
 from posttrain.errors import UserError
 
-Kind = Literal["chat", "text", "task"]
-FormatName = Literal["messages", "prompt_completion", "alpaca", "sharegpt", "tool_calls", "text", "task"]
+Kind = Literal["chat", "text", "task", "preference"]
+FormatName = Literal["messages", "prompt_completion", "alpaca", "sharegpt", "tool_calls", "text", "task", "preference"]
 
 # Which formats produce rows of which kind, and the format a source gets when the recipe names none.
 FORMATS_BY_KIND: dict[str, tuple[str, ...]] = {
     "chat": ("messages", "prompt_completion", "alpaca", "sharegpt", "tool_calls"),
     "text": ("text",),
     "task": ("task",),
+    "preference": ("preference",),
 }
-DEFAULT_FORMAT = {"chat": "messages", "text": "text", "task": "task"}
+DEFAULT_FORMAT = {"chat": "messages", "text": "text", "task": "task", "preference": "preference"}
 BUILTIN_EVAL_SETS = ("humaneval",)
 
 

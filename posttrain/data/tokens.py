@@ -30,7 +30,8 @@ def row_text(row: dict[str, Any]) -> str:
     """The text a row's tokens, n-grams and shingles are computed on: contents (with roles) plus tool schemas."""
     if "text" in row:
         return row["text"]
-    parts = [f"{m['role']}: {m['content']}" for m in row["messages"]]
+    messages = [*row["prompt"], *row["chosen"], *row["rejected"]] if "chosen" in row else row["messages"]
+    parts = [f"{m['role']}: {m['content']}" for m in messages]
     if row.get("tools") and row["tools"] != "[]":
         parts.append(row["tools"])
     return "\n".join(parts)
