@@ -1,0 +1,213 @@
+"""``posttrain sample``: rejection-sampled SFT data from verified trajectories.
+
+    prompts (task recipe or built task dataset)
+      -> N episodes per prompt (rollout pool + multi-turn agent loop, the prompt's env)
+      -> verify every episode (VerifyPool per env)            } overlapped: batch i is verified while
+      -> selection policy keeps some verified successes       } batch i+1 is generated
+      -> one shard per batch (atomic), then OUT/data.parquet (chat rows) + OUT/manifest.json
+
+A killed run resumes from its shards: finished batches are read back, the others regenerated with the same
+per-prompt seeds, so the dataset equals an uninterrupted run's. A rollout worker that dies mid-run is replaced by the
+pool and its prompts re-queued.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from posttrain.config import Schema
+from posttrain.errors import UserError
+from posttrain.manifest import folder_sha256, write_manifest
+from posttrain.rejection.metrics import BucketStats, summarize
+from posttrain.rejection.output import COLUMNS, DATA_FILE, chat_row, write_chat_parquet
+from posttrain.rejection.overlap import run_overlapped
+from posttrain.rejection.selection import SelectionConfig, select
+from posttrain.rejection.shards import ShardStore, fingerprint
+from posttrain.rejection.tasks import Batch, TaskRow, TasksConfig, load_tasks, make_batches, row_seed
+from posttrain.rollout.agent_loop import AgentLoopConfig, Episode, run_episodes
+from posttrain.rollout.pool import RolloutConfig, RolloutPool
+from posttrain.rollout.sampling import SamplingConfig, SamplingParams
+
+Log = Callable[[str], None]
+MAX_ERROR_EXAMPLES = 20
+
+
+class VerifyConfig(Schema):
+    workers: int = Field(2, ge=1, description="verifier processes per environment")
+    timeout_s: float = Field(60.0, gt=0, description="per trajectory; a slower one is a failure, never a pass")
+    max_in_flight: int | None = Field(None, ge=1)
+
+
+class SampleConfig(Schema):
+    model: str = Field(description="HF model folder or known name (e.g. smollm2-135m-instruct)")
+    out: str = Field(description="output folder: data.parquet, manifest.json, shards/")
+    tasks: TasksConfig
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="n = samples per prompt")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    agent: AgentLoopConfig = Field(default_factory=AgentLoopConfig)
+    envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    batch_size: int = Field(16, ge=1, description="prompts per batch (and per shard)")
+    seed: int = Field(0, description="per-prompt sampling seeds derive from it")
+    resume: bool = Field(True, description="reuse finished shards in out/shards (false: start over)")
+
+
+def run_sample(cfg: SampleConfig, pool: RolloutPool | None = None, log: Log | None = None) -> dict[str, Any]:
+    """Run the stage; returns the manifest. ``pool``: running workers to use (they must hold ``cfg.model``'s
+    weights); by default a pool is started from ``cfg.rollout`` and shut down at the end."""
+    from posttrain.models.loading import resolve_model
+
+    say = log or (lambda _msg: None)
+    out = Path(cfg.out)
+    model = resolve_model(cfg.model, key="model")
+
+    # 1. Prompts, their sampling params (per bucket) and the batches they are cut into.
+    rows, inputs = load_tasks(cfg.tasks, out / "tasks")
+    params = _bucket_params(cfg.sampling, sorted({r.bucket for r in rows}))
+    batches = make_batches(rows, cfg.batch_size)
+    inputs[f"model:{model.name}"] = folder_sha256(model)
+
+    # 2. Shards: what an earlier run of the same config already finished is skipped.
+    decides = {"model": inputs[f"model:{model.name}"], "tasks": inputs, "sampling": {b: p.model_dump() for b, p in
+               params.items()}, "agent": cfg.agent.model_dump(), "envs": cfg.envs, "batch_size": cfg.batch_size,
+               "seed": cfg.seed}
+    store = ShardStore(out / "shards", fingerprint(decides), resume=cfg.resume)
+    todo = [b for b in batches if not store.done(b.index)]
+    say(f"{len(rows)} prompts in {len(batches)} batches; {len(batches) - len(todo)} already done")
+
+    # 3. Generate and verify, overlapped; each finished batch becomes a shard.
+    timing: dict[str, Any] = {}
+    restarts = 0
+    if todo:
+        own_pool = pool is None
+        if pool is None:
+            pool = RolloutPool.from_config(model, cfg.rollout)
+        verifiers = _start_verifiers(cfg, {b.env for b in todo})
+        try:
+            def generate(batch: Batch) -> list[Episode]:
+                return _generate(pool, batch, params, cfg)
+
+            def finish(batch: Batch, episodes: list[Episode]) -> None:
+                records = _verify(verifiers[batch.env], batch, episodes)
+                store.write(batch.index, records)
+                passed = sum(s["passed"] for r in records for s in r["samples"])
+                say(f"batch {batch.index + 1}/{len(batches)} ({batch.env}, {len(batch.rows)} prompts): "
+                    f"{sum(len(r['samples']) for r in records)} samples, {passed} passed")
+
+            restarts_before = pool.restarts
+            times = run_overlapped(todo, generate, finish)
+            restarts = pool.restarts - restarts_before
+        finally:
+            for verifier in verifiers.values():
+                verifier.close()
+            if own_pool:
+                pool.shutdown()
+        timing = {"wall_s": round(times.wall_s, 3), "generate_s": round(times.generate_s, 3),
+                  "verify_s": round(times.finish_s, 3), "generate_waited_s": round(times.waits_s, 3),
+                  "overlap_ratio": round(times.wall_s / max(times.generate_s, times.finish_s, 1e-9), 4)}
+
+    # 4. Select from every shard (in batch order) and write the dataset and its manifest.
+    data_rows, metrics = _assemble(store, batches, cfg.selection)
+    out.mkdir(parents=True, exist_ok=True)
+    data_sha = write_chat_parquet(out / DATA_FILE, data_rows)
+    metrics.update(timing=timing, rollout_restarts=restarts,
+                   batches={"total": len(batches), "from_earlier_run": len(batches) - len(todo),
+                            "generated": len(todo)})
+    manifest = {"stage": "sample", "kind": "chat", "columns": COLUMNS, "config": cfg.model_dump(mode="json"),
+                "inputs": inputs, "outputs": {DATA_FILE: data_sha}, "metrics": metrics}
+    write_manifest(out, manifest)
+    total = metrics["total"]
+    say(f"kept {total['kept']} of {total['samples']} samples ({total['passed']} passed); pass@1 "
+        f"{total['pass@1']:.3f}; wrote {len(data_rows)} rows to {out / DATA_FILE}")
+    return json.loads(json.dumps(manifest))
+
+
+def _bucket_params(sampling: SamplingConfig, buckets: list[str]) -> dict[str, SamplingParams]:
+    sampling.check_buckets(buckets)
+    if sampling.seed is not None or any(b.seed is not None for b in sampling.buckets.values()):
+        raise UserError("sampling.seed: per-prompt seeds derive from the top-level `seed` key; remove sampling.seed")
+    return {b: sampling.resolve(b) for b in buckets}
+
+
+def _start_verifiers(cfg: SampleConfig, envs: set[str]) -> dict[str, Any]:
+    from posttrain.verify_pool import VerifyPool
+
+    verifiers: dict[str, Any] = {}
+    try:
+        for env in sorted(envs):
+            verifiers[env] = VerifyPool(env, workers=cfg.verify.workers, max_in_flight=cfg.verify.max_in_flight,
+                                        timeout_s=cfg.verify.timeout_s, env_kwargs=cfg.envs.get(env))
+    except BaseException:
+        for verifier in verifiers.values():
+            verifier.close()
+        raise
+    return verifiers
+
+
+def _generate(pool: RolloutPool, batch: Batch, params: dict[str, SamplingParams], cfg: SampleConfig) -> list[Episode]:
+    sampling = [params[row.bucket].with_updates(seed=row_seed(cfg.seed, row)) for row in batch.rows]
+    return run_episodes(pool, batch.env, [row.task for row in batch.rows], sampling,
+                        max_turns=cfg.agent.max_turns, max_episode_tokens=cfg.agent.max_episode_tokens,
+                        env_kwargs=cfg.envs.get(batch.env))
+
+
+def _verify(verifier: Any, batch: Batch, episodes: list[Episode]) -> list[dict[str, Any]]:
+    """Verify a batch's episodes; one shard record per prompt, holding all its samples and their verdicts."""
+    from posttrain.environment import VerifyResult
+
+    to_check = [i for i, ep in enumerate(episodes) if ep.end_reason != "env_error"]
+    verdicts: dict[int, VerifyResult] = {}
+    for j, result in verifier.verify_many(episodes[i].trajectory for i in to_check):
+        verdicts[to_check[j]] = result
+    records: dict[int, dict[str, Any]] = {}
+    by_id = {id(row.task): row for row in batch.rows}  # run_episodes keeps each task object on its episodes
+    for i, ep in enumerate(episodes):
+        row: TaskRow = by_id[id(ep.task)]
+        rec = records.setdefault(row.index, {"index": row.index, "id": row.id, "bucket": row.bucket,
+                                             "source": row.source, "env": row.env, "task_id": row.task.get("id"),
+                                             "samples": []})
+        verdict = verdicts.get(i) or VerifyResult.failure(ep.error or "the episode did not run", reason="env_error")
+        rec["samples"].append(_sample_record(ep, verdict))
+    return [records[row.index] for row in batch.rows]
+
+
+def _sample_record(ep: Episode, verdict: Any) -> dict[str, Any]:
+    prompt_messages = next((k for k, m in enumerate(ep.messages) if m.get("role") == "assistant"), len(ep.messages))
+    return {
+        "sample_index": ep.sample_index, "messages": ep.messages, "tools": ep.tools,
+        "prompt_messages": prompt_messages, "passed": verdict.passed, "score": verdict.score,
+        "reasons": list(verdict.reasons), "error": verdict.error, "end_reason": ep.end_reason,
+        "finish_reasons": ep.finish_reasons, "truncated": bool(ep.finish_reasons) and ep.finish_reasons[-1] == "length",
+        "model_tokens": sum(ep.mask), "total_tokens": len(ep.token_ids), "exact": ep.exact,
+        "episode_error": ep.error,
+    }
+
+
+def _assemble(store: ShardStore, batches: list[Batch],
+              selection: SelectionConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Apply the selection policy to every prompt in the shards; the kept rows (in prompt order) and the metrics."""
+    stats: dict[str, BucketStats] = {}
+    kept_rows: list[tuple[int, int, dict[str, Any]]] = []
+    errors: list[dict[str, Any]] = []
+    for batch in batches:
+        for prompt in store.read(batch.index):
+            kept, dropped = select(prompt["samples"], selection)
+            stats.setdefault(prompt["bucket"], BucketStats()).add_prompt(prompt["samples"], set(kept), dropped)
+            for s in prompt["samples"]:
+                if s["sample_index"] in kept:
+                    kept_rows.append((prompt["index"], s["sample_index"], chat_row(prompt, s)))
+                elif s["error"] and len(errors) < MAX_ERROR_EXAMPLES:
+                    errors.append({"id": prompt["id"], "task_id": prompt["task_id"], "sample": s["sample_index"],
+                                   "reasons": s["reasons"], "error": s["error"]})
+    kept_rows.sort(key=lambda r: r[:2])
+    rows = [r for _, _, r in kept_rows]
+    metrics = summarize(stats)
+    metrics.update(rows=len(rows), tokens=metrics["total"]["kept_total_tokens"],
+                   selection=selection.model_dump(), error_examples=errors)
+    return rows, metrics
