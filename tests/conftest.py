@@ -24,3 +24,34 @@ def smollm2_dir() -> Path:
     from posttrain.models.fetch import fetch_model
 
     return fetch_model("smollm2-135m-instruct")
+
+
+def write_built_dataset(folder: Path, kind: str, rows: list[dict]) -> Path:
+    """A dataset folder in the `posttrain data build` contract format (data.parquet + manifest.json) from plain rows.
+
+    ``rows`` carry the kind's columns (chat: messages, tools; text: text; task: env, messages, tools, task); ``id``,
+    ``bucket`` and ``source`` are filled in when missing.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from posttrain.manifest import file_sha256, write_manifest
+
+    columns = {"chat": ["messages", "tools"], "text": ["text"], "task": ["env", "messages", "tools", "task"]}[kind]
+    messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    schema = pa.schema([(c, pa.string()) for c in ("id", "bucket", "source")]
+                       + [(c, messages if c == "messages" else pa.string()) for c in columns])
+    full = [{"id": f"row{i}", "bucket": "test", "source": "tests", **row} for i, row in enumerate(rows)]
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(full, schema=schema), folder / "data.parquet")
+    data_sha = file_sha256(folder / "data.parquet")
+    write_manifest(folder, {"stage": "data", "kind": kind, "columns": ["id", "bucket", "source", *columns],
+                            "config": {}, "inputs": {}, "outputs": {"data.parquet": data_sha},
+                            "metrics": {"rows": len(full)}})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def built_dataset_writer():
+    """The `write_built_dataset(folder, kind, rows)` helper as a fixture, for test files that prefer fixtures."""
+    return write_built_dataset

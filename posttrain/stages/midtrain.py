@@ -1,0 +1,132 @@
+"""Mid-training (continued pre-training): a built ``text`` dataset -> a model folder, next-token loss on every token.
+
+The recipe, top to bottom: resolve the model and the dataset; tokenize each document and end it with the tokenizer's
+document separator (``<|endoftext|>`` when it has one, as in pre-training, else its eos); split off an eval set; pack
+the token streams into ``max_length`` rows with TRL (``bfd_split`` by default: no token is lost and attention stays
+inside each document) and train with ``SFTTrainer`` on the pre-tokenized ``input_ids``; save the model,
+``metrics.jsonl`` and ``manifest.json``. Replay data (a share of earlier-stage data against forgetting) is mixed in by
+the data recipe, not here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PositiveFloat
+
+from posttrain.config import Schema
+from posttrain.errors import UserError
+from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.stages.reporting import print_summary, say, training_metrics
+from posttrain.stages.training import (
+    LoraSettings,
+    TrainSettings,
+    already_done,
+    built_dataset,
+    callbacks,
+    fit,
+    load_model,
+    peft_config,
+    save_model,
+    sft_arguments,
+    split_eval,
+    stage_inputs,
+    start_fresh,
+    write_outputs,
+)
+
+STAGE = "midtrain"
+DOC_SEPARATORS = ("<|endoftext|>",)
+
+
+class MidtrainTrain(TrainSettings):
+    packing: bool = True
+    packing_strategy: Literal["bfd", "bfd_split", "wrapped"] = "bfd_split"
+    learning_rate: PositiveFloat = 5e-5
+
+
+class MidtrainStageConfig(Schema):
+    """``posttrain midtrain`` config."""
+
+    model: str = Field(..., description="A Hugging Face model folder or a known name (smollm2-135m-instruct).")
+    data: Path = Field(..., description="A text dataset folder written by `posttrain data build`.")
+    output_dir: Path
+    lora: LoraSettings | None = None
+    train: MidtrainTrain = Field(default_factory=MidtrainTrain)
+    resume: bool = Field(True, description="Resume from the newest checkpoint in output_dir/checkpoints.")
+
+
+def run_midtrain(cfg: MidtrainStageConfig, source: str = "config") -> Path:
+    """Run mid-training as configured; ``source`` (the config file) prefixes error messages. -> the output folder."""
+    from trl import SFTTrainer
+
+    out = cfg.output_dir
+    config = cfg.model_dump(mode="json")
+
+    # 1. Inputs: the model and the built text dataset. Same config + inputs as a finished run: nothing to do.
+    model_dir = resolve_model(cfg.model, key=f"{source}: model")
+    dataset, _ = built_dataset(cfg.data, "text", source)
+    inputs = stage_inputs(cfg.data, model_dir)
+    if already_done(out, STAGE, config, inputs):
+        say(f"midtrain: {out} is already trained with this config and these inputs; nothing to do")
+        return out
+    start_fresh(out)
+
+    # 2. Documents -> token ids, each ended by the document separator; report what packing will cut.
+    tokenizer = load_tokenizer(model_dir)
+    docs = tokenized_documents(dataset, cfg.data / "data.parquet", tokenizer)
+    lengths = [len(ids) for ids in docs["input_ids"]]
+    cut = 0 if cfg.train.packing and cfg.train.packing_strategy != "bfd" else sum(
+        n > cfg.train.max_length for n in lengths)
+    if cut:
+        say(f"warning: {cut} of {len(lengths)} documents are longer than train.max_length={cfg.train.max_length} "
+            f"and will be truncated; packing_strategy=bfd_split keeps every token")
+    train_docs, eval_docs = split_eval(docs, cfg.train.eval_fraction, cfg.train.seed)
+
+    # 3. Model and trainer: SFTTrainer on pre-tokenized ids trains on every token (language modelling) and packs.
+    model, stored_dtype = load_model(model_dir)
+    args = sft_arguments(cfg.train, out, has_eval=eval_docs is not None)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_docs, eval_dataset=eval_docs,
+                         processing_class=tokenizer, peft_config=peft_config(cfg.lora),
+                         callbacks=callbacks(cfg.train, out))
+
+    # 4. Train (resuming from the newest checkpoint) and evaluate.
+    result, eval_metrics = fit(trainer, out, cfg.resume)
+
+    # 5. Outputs: the model and tokenizer, metrics.jsonl, the manifest, a summary table.
+    outputs = save_model(trainer, out, tokenizer, cfg.lora, stored_dtype)
+    if trainer.is_world_process_zero():
+        metrics = training_metrics(result, eval_metrics, trainer.state.log_history, trainer.state.global_step)
+        if "eval_loss" in metrics:
+            metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
+        metrics.update(documents_train=len(train_docs), documents_eval=len(eval_docs) if eval_docs is not None else 0,
+                       documents_truncated=cut, dataset_tokens=sum(lengths))
+        write_outputs(out, STAGE, config, inputs, outputs, metrics, trainer.state.log_history,
+                      cfg.train.keep_checkpoints)
+        print_summary("midtrain", out, metrics)
+    return out
+
+
+def document_separator(tokenizer: Any) -> int:
+    """Pre-training's end-of-document token when the vocabulary has one, else the tokenizer's eos."""
+    vocab = tokenizer.get_vocab()
+    for token in DOC_SEPARATORS:
+        if token in vocab:
+            return vocab[token]
+    return tokenizer.eos_token_id
+
+
+def tokenized_documents(dataset: Any, where: Path, tokenizer: Any) -> Any:
+    """Rows' ``text`` -> a Dataset with one ``input_ids`` list per document (separator appended)."""
+    import datasets
+
+    texts = dataset["text"]
+    empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if empty:
+        raise UserError(f"{where}: {len(empty)} of {len(texts)} rows have no text (first: row {empty[0]}); "
+                        "expected a non-empty `text` in every row of a text dataset")
+    sep = document_separator(tokenizer)
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return datasets.Dataset.from_dict({"input_ids": [doc + [sep] for doc in ids]})

@@ -1,0 +1,154 @@
+"""Supervised fine-tuning: a built chat dataset -> a fine-tuned model folder (full weights, merged LoRA, or adapter).
+
+The recipe, top to bottom: resolve the model and the dataset; check every row (a bad row is an error naming it, never
+a silent drop) and measure its length; split off an eval set; train with TRL's ``SFTTrainer`` on the conversational
+``messages`` (+ ``tools``) format with assistant-only loss, optional packing and LoRA; save the model, ``metrics.jsonl``
+and ``manifest.json``. A finished run with the same config and inputs is a no-op; a killed run resumes from its newest
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from posttrain.config import Schema
+from posttrain.errors import UserError
+from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.stages.reporting import print_summary, say, training_metrics
+from posttrain.stages.training import (
+    LoraSettings,
+    TrainSettings,
+    already_done,
+    built_dataset,
+    callbacks,
+    fit,
+    load_model,
+    peft_config,
+    save_model,
+    sft_arguments,
+    split_eval,
+    stage_inputs,
+    start_fresh,
+    write_outputs,
+)
+
+STAGE = "sft"
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class SFTTrain(TrainSettings):
+    assistant_only_loss: bool = Field(True, description="Train only on assistant tokens (incl. their <|im_end|>).")
+
+
+class SFTStageConfig(Schema):
+    """``posttrain sft`` config."""
+
+    model: str = Field(..., description="A Hugging Face model folder or a known name (smollm2-135m-instruct).")
+    data: Path = Field(..., description="A chat dataset folder written by `posttrain data build`.")
+    output_dir: Path
+    lora: LoraSettings | None = None
+    train: SFTTrain = Field(default_factory=SFTTrain)
+    resume: bool = Field(True, description="Resume from the newest checkpoint in output_dir/checkpoints.")
+
+
+def run_sft(cfg: SFTStageConfig, source: str = "config") -> Path:
+    """Run SFT as configured; ``source`` (the config file) prefixes error messages. Returns the output folder."""
+    from trl import SFTTrainer
+
+    out = cfg.output_dir
+    config = cfg.model_dump(mode="json")
+
+    # 1. Inputs: the model (folder or known name) and the built chat dataset. Same config + inputs as last time: done.
+    model_dir = resolve_model(cfg.model, key=f"{source}: model")
+    dataset, _ = built_dataset(cfg.data, "chat", source)
+    inputs = stage_inputs(cfg.data, model_dir)
+    if already_done(out, STAGE, config, inputs):
+        say(f"sft: {out} is already trained with this config and these inputs; nothing to do")
+        return out
+    start_fresh(out)
+
+    # 2. Rows: checked one by one, tools decoded for the chat template, lengths measured so truncation is reported.
+    tokenizer = load_tokenizer(model_dir)
+    rows = chat_rows(dataset, cfg.data / "data.parquet", cfg.train.assistant_only_loss)
+    lengths = conversation_lengths(rows, tokenizer)
+    truncated = sum(n > cfg.train.max_length for n in lengths)
+    if truncated:
+        say(f"warning: {truncated} of {len(lengths)} conversations are longer than train.max_length="
+            f"{cfg.train.max_length} tokens and will be truncated (longest: {max(lengths)})")
+    train_rows, eval_rows = split_eval(rows, cfg.train.eval_fraction, cfg.train.seed)
+
+    # 3. Model and trainer: TRL's SFTTrainer; LoRA through peft when configured.
+    model, stored_dtype = load_model(model_dir)
+    args = sft_arguments(cfg.train, out, has_eval=eval_rows is not None,
+                         assistant_only_loss=cfg.train.assistant_only_loss)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
+                         processing_class=tokenizer, peft_config=peft_config(cfg.lora),
+                         callbacks=callbacks(cfg.train, out))
+
+    # 4. Train (resuming from the newest checkpoint) and evaluate on the held-out rows.
+    result, eval_metrics = fit(trainer, out, cfg.resume)
+
+    # 5. Outputs: the model and tokenizer, metrics.jsonl, the manifest, a summary table.
+    outputs = save_model(trainer, out, tokenizer, cfg.lora, stored_dtype)
+    if trainer.is_world_process_zero():
+        metrics = training_metrics(result, eval_metrics, trainer.state.log_history, trainer.state.global_step)
+        metrics.update(rows_train=len(train_rows), rows_eval=len(eval_rows) if eval_rows is not None else 0,
+                       rows_truncated=truncated, dataset_tokens=sum(lengths))
+        write_outputs(out, STAGE, config, inputs, outputs, metrics, trainer.state.log_history,
+                      cfg.train.keep_checkpoints)
+        print_summary("sft", out, metrics)
+    return out
+
+
+def chat_rows(dataset: Any, where: Path, need_assistant: bool) -> Any:
+    """Validate each row's messages and tools -> a Dataset of ``messages`` + ``tools`` (a JSON list string).
+
+    The built format stores ``tools`` as ``""`` when a row has none; TRL decodes the string per row for the chat
+    template, so it becomes ``"[]"`` (no tools block) rather than a string that is not JSON.
+    """
+    import datasets
+
+    problems: list[str] = []
+    tools_out: list[str] = []
+    ids = dataset["id"] if "id" in dataset.column_names else [None] * len(dataset)
+    for i, (row_id, messages, tools) in enumerate(zip(ids, dataset["messages"], dataset["tools"], strict=True)):
+        error = _row_problem(messages, tools, need_assistant)
+        if error:
+            problems.append(f"row {i}" + (f" (id {row_id})" if row_id else "") + f": {error}")
+        tools_out.append(tools if tools and tools.strip() else "[]")
+    if problems:
+        shown = "\n  ".join(problems[:5])
+        more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise UserError(f"{where}: {len(problems)} of {len(dataset)} rows cannot be trained on:\n  {shown}{more}")
+    return datasets.Dataset.from_dict({"messages": dataset["messages"], "tools": tools_out})
+
+
+def _row_problem(messages: Any, tools: Any, need_assistant: bool) -> str | None:
+    if not isinstance(messages, list) or not messages:
+        return "messages: expected a non-empty list of {role, content}"
+    for j, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            return f"messages[{j}]: expected role in {ROLES} and string content, got {m!r:.120}"
+    if need_assistant and not any(m["role"] == "assistant" and m["content"] for m in messages):
+        return "no assistant message to train on (train.assistant_only_loss is true)"
+    if tools and tools.strip():
+        try:
+            decoded = json.loads(tools)
+        except json.JSONDecodeError as e:
+            return f"tools: not valid JSON ({e.msg})"
+        if not isinstance(decoded, list) or not all(isinstance(t, dict) for t in decoded):
+            return "tools: expected a JSON list of tool schemas"
+    return None
+
+
+def conversation_lengths(rows: Any, tokenizer: Any) -> list[int]:
+    """Token count of each rendered conversation (what training sees before truncation)."""
+    texts = [
+        tokenizer.apply_chat_template(messages, tools=json.loads(tools) or None, tokenize=False)
+        for messages, tools in zip(rows["messages"], rows["tools"], strict=True)
+    ]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
