@@ -266,9 +266,9 @@ def load_built(out_dir: str | Path) -> Any:
 
     folder = Path(out_dir)
     manifest = read_manifest(folder)
-    if manifest.get("stage") != "data":
+    if manifest.get("stage") not in ("data", "sample"):  # `posttrain sample` writes verified chat data, same contract
         raise UserError(f"{folder}: manifest is from stage {manifest.get('stage')!r}, expected a `posttrain data "
-                        "build` output")
+                        "build` output (or a `posttrain sample` one)")
     path = folder / DATA_FILE
     if not path.is_file():
         raise UserError(f"{path}: file not found; expected the data written by `posttrain data build`")
