@@ -15,6 +15,8 @@ from posttrain.cli import data as _data  # noqa: E402,F401  isort: skip
 from posttrain.cli import envs as _envs  # noqa: E402,F401  isort: skip
 from posttrain.cli import models as _models  # noqa: E402,F401  isort: skip
 from posttrain.cli import stages as _stages  # noqa: E402,F401  isort: skip
+from posttrain.cli import sample as _sample  # noqa: E402,F401  isort: skip
+from posttrain.cli import merge as _merge  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:
