@@ -1,0 +1,105 @@
+"""One DPO training run (TRL's DPOTrainer) from a policy folder against a reference folder, as the Chat track does it
+once per round.
+
+Pairs are TRL's conversational preference rows (``prompt``, ``chosen``, ``rejected``). DPOTrainer truncates a pair
+longer than ``train.max_length`` (keeping its start) and drops one whose prompt alone fills it; both are counted here
+first so a report says how many. The model is saved in float32: DPO's small updates do not survive rounding to bf16,
+and the next round starts from this folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from posttrain.models.loading import load_tokenizer
+from posttrain.preference.training import (
+    PairTrainSettings,
+    ProgressFn,
+    log_series,
+    pair_trainer_kwargs,
+    summarize,
+    trainer_callbacks,
+)
+
+STAGE = "rl_chat"
+MARGIN, ACCURACY = "rewards/margins", "rewards/accuracies"
+
+
+class DPOTrain(PairTrainSettings):
+    learning_rate: float = Field(1e-6, gt=0)
+    beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference model")
+    loss_type: list[str] = Field(default_factory=lambda: ["sigmoid"], min_length=1,
+                                 description="TRL DPO loss(es): sigmoid, ipo, hinge, robust, ...")
+    reference: Literal["round_start", "initial"] = Field(
+        "round_start", description="round_start: each round's starting policy (iterative DPO); initial: the SFT model")
+
+    @model_validator(mode="after")
+    def _held_out_is_track_level(self) -> DPOTrain:
+        if self.eval_fraction:
+            raise ValueError("eval_fraction: the Chat track holds out prompts with the top-level eval_fraction (one "
+                             "split for pairs, on-policy prompts and the win rate); leave train.eval_fraction at 0")
+        return self
+
+
+def pair_lengths(tokenizer: Any, pairs: list[dict[str, Any]], max_length: int) -> dict[str, int]:
+    """How many pairs DPOTrainer would truncate (prompt + answer over max_length) or drop (prompt alone fills it)."""
+    truncated = dropped = 0
+    for pair in pairs:
+        prompt = len(tokenizer.apply_chat_template(pair["prompt"], tokenize=True, add_generation_prompt=True,
+                                                   return_dict=True)["input_ids"])
+        longest = max(len(tokenizer.apply_chat_template(pair["prompt"] + pair[side], tokenize=True,
+                                                        return_dict=True)["input_ids"])
+                      for side in ("chosen", "rejected"))
+        if prompt >= max_length:
+            dropped += 1
+        elif longest > max_length:
+            truncated += 1
+    return {"pairs_truncated": truncated, "pairs_dropped_prompt_too_long": dropped}
+
+
+def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]], eval_pairs: list[dict[str, Any]],
+              train: DPOTrain, out: Path, resume: bool, progress: ProgressFn | None,
+              round_: int) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]]]:
+    """Train ``policy_dir`` on ``pairs`` into ``out`` (checkpoints in ``out/checkpoints``, resumed when present).
+
+    Returns (metrics, output file hashes, the trainer's log history). Metrics hold the chosen-rejected reward margin
+    and accuracy over training steps and on ``eval_pairs`` before and after training.
+    """
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.trainer_callback import PrinterCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from posttrain.stages.reporting import training_metrics
+    from posttrain.stages.training import fit, load_model, save_model
+
+    def as_dataset(rows: list[dict[str, Any]]) -> Any:
+        return datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+
+    tokenizer = load_tokenizer(policy_dir)
+    lengths = pair_lengths(tokenizer, pairs, train.max_length)
+    model, _ = load_model(policy_dir)
+    reference = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=torch.float32)
+    args = DPOConfig(**pair_trainer_kwargs(train, out, has_eval=bool(eval_pairs)), beta=train.beta,
+                     loss_type=list(train.loss_type))
+    trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=as_dataset(pairs),
+                         eval_dataset=as_dataset(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
+                         callbacks=trainer_callbacks(train, out, progress, STAGE, round_))
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts (fit removes it too, but after this evaluate)
+    before = trainer.evaluate() if eval_pairs else {}
+    result, after = fit(trainer, out, resume)
+    outputs = save_model(trainer, out, tokenizer, None, torch.float32)
+    history = trainer.state.log_history
+    metrics = training_metrics(result, after, history, trainer.state.global_step)
+    metrics.update(lengths)
+    metrics.update(
+        pairs_train=len(pairs), pairs_eval=len(eval_pairs), reference=str(reference_dir),
+        margin=summarize(log_series(history, MARGIN)), accuracy=summarize(log_series(history, ACCURACY)),
+        eval_margin_before=before.get(f"eval_{MARGIN}"), eval_margin_after=after.get(f"eval_{MARGIN}"),
+        eval_accuracy_before=before.get(f"eval_{ACCURACY}"), eval_accuracy_after=after.get(f"eval_{ACCURACY}"),
+    )
+    return metrics, outputs, history
