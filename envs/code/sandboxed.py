@@ -126,6 +126,7 @@ def describe(exc):
 
 def worker_main(fd_in, fd_out):
     init = recv_frame(fd_in)
+    _limit_cpu(init["cpu_s"])  # before any candidate code runs
     namespace = {"__name__": "__candidate__"}
     try:
         exec(compile(init["source"], "solution.py", "exec"), namespace)
@@ -177,14 +178,71 @@ def _cancel_alarm():
     signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+def _limit_cpu(cpu_s):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    want = max(1, int(cpu_s) + 1)
+    if hard == resource.RLIM_INFINITY or want < hard:
+        resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
+
+
 def _child_limits(cpu_s):
-    def apply():
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
-        want = max(1, int(cpu_s) + 1)
-        if hard == resource.RLIM_INFINITY or want < hard:
-            resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
-    return apply
+    return lambda: _limit_cpu(cpu_s)
+
+
+class Forked:
+    """A process started with os.fork, with the part of subprocess.Popen's interface the judge uses."""
+
+    def __init__(self, pid):
+        self.pid, self.returncode = pid, None
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        """Only called once the process is dying (killed, or its pipe closed): a blocking wait is short."""
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def prefork_worker(log_path):
+    """Fork the first worker now, while this process holds nothing secret (the job is still unread on stdin): it
+    saves an interpreter start per verification. Workers started after the job was read are exec'd fresh instead."""
+    import io
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDONLY)
+            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(null, 0)  # the judge's stdin (the job) is never reachable from here
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            for fd in sorted(int(f) for f in os.listdir("/proc/self/fd")):
+                if fd > 2 and fd not in (req_r, resp_w):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
+            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
+            sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+            worker_main(req_r, resp_w)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(req_r)
+    os.close(resp_w)
+    return Forked(pid), req_w, resp_r
 
 
 def _kill(proc):
@@ -203,26 +261,31 @@ def _kill(proc):
 class Worker:
     """The candidate's process, restarted after it hangs or dies."""
 
-    def __init__(self, job, log_path):
+    def __init__(self, job, log_path, preforked):
         self.job, self.log_path, self.proc = job, log_path, None
         self.to_worker = self.from_worker = -1
+        self.preforked = preforked  # (process, to_worker, from_worker) forked before the job was read
 
     def start(self):
         import subprocess
-        self.stop()
-        req_r, self.to_worker = os.pipe()
-        self.from_worker, resp_w = os.pipe()
-        try:
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-u", os.path.abspath(__file__), "worker", str(req_r), str(resp_w)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(req_r, resp_w),
-                    start_new_session=True,
-                    preexec_fn=_child_limits(self.job["test_timeout_s"] * max(1, len(self.job["tests"]))))
-        finally:
-            os.close(req_r)
-            os.close(resp_w)
-        send_frame(self.to_worker, {"source": self.job["source"], "entry_point": self.job["entry_point"]})
+        if self.preforked is not None:
+            (self.proc, self.to_worker, self.from_worker), self.preforked = self.preforked, None
+        else:
+            self.stop()
+            req_r, self.to_worker = os.pipe()
+            self.from_worker, resp_w = os.pipe()
+            try:
+                with open(self.log_path, "ab") as log:
+                    self.proc = subprocess.Popen(
+                        [sys.executable, "-I", "-S", "-u", os.path.abspath(__file__), "worker", str(req_r),
+                         str(resp_w)],
+                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(req_r, resp_w),
+                        start_new_session=True)
+            finally:
+                os.close(req_r)
+                os.close(resp_w)
+        send_frame(self.to_worker, {"source": self.job["source"], "entry_point": self.job["entry_point"],
+                                    "cpu_s": self.job["test_timeout_s"] * max(1, len(self.job["tests"]))})
         reply = self._reply()
         if "error" in reply:
             raise CandidateError(reply["error"])
@@ -258,6 +321,8 @@ class Worker:
             raise CandidateError(f"unusable return value: {e}") from None
 
     def stop(self):
+        if self.preforked is not None:
+            (self.proc, self.to_worker, self.from_worker), self.preforked = self.preforked, None
         for fd in (self.to_worker, self.from_worker):
             if fd >= 0:
                 try:
@@ -294,11 +359,11 @@ def _load(worker, job, deadline):
         _cancel_alarm()
 
 
-def run_function_tests(job, deadline, workdir):
+def run_function_tests(job, deadline, workdir, preforked):
     """Call the candidate through the worker from the task's own test code; one result per test block."""
     namespace = {"__name__": "__judge__"}
+    worker = Worker(job, os.path.join(workdir, "candidate-output.log"), preforked)
     exec(compile(job.get("prompt") or "", "prompt.py", "exec"), namespace)  # the task's helpers (trusted)
-    worker = Worker(job, os.path.join(workdir, "candidate-output.log"))
 
     def candidate(*args, **kwargs):
         return worker.call(args, kwargs)
@@ -351,9 +416,10 @@ def _normalize(text):
     return "\n".join(lines)
 
 
-def run_stdio_tests(job, deadline, workdir):
+def run_stdio_tests(job, deadline, workdir, preforked):
     """Run the program once per test with the test's stdin; compare its stdout with the expected output."""
     import subprocess
+    Worker(job, "", preforked).stop()  # no function to call: the early worker is not needed
     program = os.path.join(workdir, "solution.py")
     with open(program, "w") as f:
         f.write(job["source"])
@@ -416,6 +482,8 @@ def _tail(path):
 def judge_main():
     import tempfile
     started = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="judge-")
+    preforked = prefork_worker(os.path.join(workdir, "candidate-output.log"))
     job = json.loads(sys.stdin.buffer.read(MAX_JOB))
     _make_undumpable()
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -423,9 +491,8 @@ def judge_main():
     verdict = {"nonce": job["nonce"]}
     try:
         deadline = started + float(job["budget_s"])
-        workdir = tempfile.mkdtemp(prefix="judge-")
         run = run_function_tests if job["kind"] == "function" else run_stdio_tests
-        verdict["tests"], verdict["load_error"] = run(job, deadline, workdir)
+        verdict["tests"], verdict["load_error"] = run(job, deadline, workdir, preforked)
         verdict["candidate_output"] = _tail(os.path.join(workdir, "candidate-output.log"))
     except BaseException as e:  # a failure of the harness or of the task's own code, never a pass
         verdict["harness_error"] = describe(e)
