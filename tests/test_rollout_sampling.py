@@ -65,3 +65,12 @@ def test_with_updates_validates() -> None:
     assert p.with_updates(max_tokens=3).max_tokens == 3
     with pytest.raises(ValueError):
         p.with_updates(max_tokens=0)
+
+
+def test_greedy_with_several_samples_is_refused() -> None:
+    with pytest.raises(ValueError, match="would all be the same"):
+        SamplingParams(temperature=0, n=2)
+    cfg = sampling_config({"n": 4, "buckets": {"math": {"temperature": 0}}})
+    assert cfg.resolve().n == 4
+    with pytest.raises(UserError, match=r"sampling \(bucket math\): .*n: 4 samples with temperature 0"):
+        cfg.resolve("math")

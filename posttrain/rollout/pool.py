@@ -70,8 +70,6 @@ class RolloutPool:
         self.engine = engine
         self.resources = resources if isinstance(resources, WorkerResources) else WorkerResources(**(resources or {}))
         self.engine_kwargs = dict(engine_kwargs or {})
-        if engine == "vllm":  # each worker is its own process: run vLLM's engine core in it (tensors go in directly)
-            self.engine_kwargs.setdefault("in_process", True)
         if self.resources.num_gpus == 0:
             self.engine_kwargs.setdefault("num_threads", max(1, int(self.resources.num_cpus)))
         self.chunk_size = chunk_size

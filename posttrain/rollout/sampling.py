@@ -37,6 +37,13 @@ class SamplingParams(Schema):
     seed: int | None = Field(None, description="per-request seed; None samples from the engine's generator")
     logprobs: bool = Field(True, description="return the log-probability of every sampled token")
 
+    @model_validator(mode="after")
+    def _greedy_means_one_sample(self) -> SamplingParams:
+        if self.temperature == 0.0 and self.n > 1:
+            raise ValueError(f"n: {self.n} samples with temperature 0 (greedy) would all be the same; use n: 1 or a "
+                             "temperature above 0")
+        return self
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
@@ -90,10 +97,14 @@ class SamplingConfig(SamplingOverrides):
 
     def resolve(self, bucket: str | None = None) -> SamplingParams:
         """The concrete params for a bucket (or the base params when ``bucket`` is None or has no overrides)."""
+        from posttrain.config import validate
+
         values = {**PRESETS[self.preset].model_dump(), **self.set_fields()}
+        source = "sampling"
         if bucket is not None and bucket in self.buckets:
             values.update(self.buckets[bucket].set_fields())
-        return SamplingParams.model_validate(values)
+            source = f"sampling (bucket {bucket})"
+        return validate(SamplingParams, values, source)
 
     def check_buckets(self, known: set[str] | list[str], source: str = "sampling") -> None:
         """Overrides for buckets that are not in the data would be silently unused: make them an error."""

@@ -4,15 +4,11 @@ Weights go in through vLLM's own in-place reload (the worker's ``reload_weights`
 layer-wise post-processing, partial updates allowed), called with ``LLM.collective_rpc`` so tensor-parallel workers each
 load their shard; the prefix cache is reset afterwards so no KV block computed with the old weights is reused.
 
-Two process layouts:
-
-* ``in_process=True`` (what rollout workers use: each is already its own Ray actor process): the engine core runs in
-  this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so tensors are handed to the model directly. vLLM then changes
-  process-wide state (it caches its environment variables, pins torch's thread count), so keep it out of processes
-  that do other work.
-* ``in_process=False`` (the default for direct use): vLLM's usual engine-core and worker processes. Its IPC does not
-  carry tensors inside utility calls, so in-memory tensors are written once to a safetensors file in shared memory
-  (``/dev/shm``) and reloaded from there.
+The engine core runs in the calling process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so new weights are handed to the
+model as tensors (vLLM's IPC does not carry tensors inside utility calls), and start-up is much shorter on CPU (one
+process instead of three). vLLM then changes process-wide state: it caches its environment variables, freezes the GC
+heap and makes ``torch.set_num_threads`` a no-op. So build engines in processes that do nothing else: a rollout
+worker (each is its own Ray actor process) or a script.
 
 On CPU the KV cache size must be given (vLLM's default reads one NUMA node's memory and fails here), eager mode is the
 default (compiling costs ~80 s for little gain), and torch's thread count is set before vLLM pins it.
@@ -21,7 +17,6 @@ default (compiling costs ~80 s for little gain), and torch's thread count is set
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +26,7 @@ from posttrain.rollout.engines import (
     NamedTensors,
     Sample,
     check_prompts,
+    iter_checkpoint_tensors,
     named_items,
     per_prompt,
     weight_files,
@@ -40,17 +36,15 @@ from posttrain.rollout.sampling import SamplingParams
 GiB = 1 << 30
 
 
-def _prepare_process(in_process: bool, num_threads: int | None) -> None:
+def _prepare_process(num_threads: int | None) -> None:
     """Settings vLLM reads at start-up; they must be in place before the ``LLM`` is built."""
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if num_threads is not None:
-        # vLLM drops torch to 1 thread unless OMP_NUM_THREADS is set (spawned processes inherit it), and in-process
-        # it forbids set_num_threads once started: set both first.
-        os.environ["OMP_NUM_THREADS"] = str(num_threads)
-        if in_process:
-            import torch
+        import torch
 
-            torch.set_num_threads(num_threads)
+        # vLLM drops torch to 1 thread unless OMP_NUM_THREADS is set, then forbids set_num_threads: set both first.
+        os.environ["OMP_NUM_THREADS"] = str(num_threads)
+        torch.set_num_threads(num_threads)
 
 
 class VLLMEngine(Engine):
@@ -64,10 +58,9 @@ class VLLMEngine(Engine):
     def __init__(self, model_path: str | Path, *, dtype: str = "auto", max_model_len: int | None = None,
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, kv_cache_gib: float = 1.0,
                  enforce_eager: bool | None = None, num_threads: int | None = None, seed: int = 0,
-                 in_process: bool = False, **llm_kwargs: Any) -> None:
+                 **llm_kwargs: Any) -> None:
         weight_files(model_path)  # a clear UserError before vLLM's long start-up
-        self.in_process = in_process
-        _prepare_process(in_process, num_threads)
+        _prepare_process(num_threads)
         from vllm import LLM
         from vllm.platforms import current_platform
 
@@ -85,6 +78,7 @@ class VLLMEngine(Engine):
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.tied_embeddings = bool(getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False))
 
     def _vllm_params(self, params: SamplingParams) -> Any:
         import vllm
@@ -115,23 +109,22 @@ class VLLMEngine(Engine):
         return results
 
     def update_weights_from_path(self, path: str | Path) -> None:
-        weight_files(path)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(Path(path).resolve())})
-        self.llm.reset_prefix_cache()
+        self.update_weights(list(iter_checkpoint_tensors(path)))
 
     def update_weights(self, named_tensors: NamedTensors) -> None:
-        items = named_items(named_tensors)
-        if self.in_process:
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": [(n, t.cpu()) for n, t in items]})
-        else:
-            from safetensors.torch import save_file
-
-            shm = Path("/dev/shm")
-            with tempfile.TemporaryDirectory(prefix="posttrain-weights-", dir=shm if shm.is_dir() else None) as tmp:
-                # own contiguous copies: safetensors refuses tensors that share storage (tied embeddings)
-                save_file({n: t.to("cpu", copy=True).contiguous() for n, t in items}, f"{tmp}/model.safetensors")
-                self.llm.collective_rpc("reload_weights", kwargs={"weights_path": tmp})
+        items = [(name, tensor.cpu()) for name, tensor in named_items(named_tensors)]
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": self._with_tied_head(items)})
         self.llm.reset_prefix_cache()
+
+    def _with_tied_head(self, items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """With tied embeddings, also send the embedding as ``lm_head.weight``. vLLM's layer-wise reload only
+        reprocesses layers that receive weights, and on CPU the LM head keeps a packed copy of its weight for the
+        GEMM kernel: without this, a new embedding (which tied checkpoints store only once) leaves a stale head."""
+        names = {name for name, _ in items}
+        if not self.tied_embeddings or "lm_head.weight" in names:
+            return items
+        embedding = [t for name, t in items if name.endswith("embed_tokens.weight")]
+        return items + [("lm_head.weight", embedding[0])] if embedding else items
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
