@@ -16,7 +16,7 @@ from posttrain.errors import UserError
 
 @pytest.fixture(scope="module")
 def env():
-    return CodeEnv(test_timeout_s=1.0, wall_timeout_s=4.0)
+    return CodeEnv(test_timeout_s=2.0, wall_timeout_s=8.0)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_partial_credit_and_a_hanging_test_does_not_sink_the_others(env):
 
 def test_single_turn_episode(env, humaneval):
     task = humaneval["HumanEval/2"]
-    episode = CodeEnv(test_timeout_s=1.0, wall_timeout_s=4.0)
+    episode = CodeEnv(test_timeout_s=2.0, wall_timeout_s=8.0)
     messages, tools = episode.reset(task)
     assert messages == task["messages"] and tools == []
     step = episode.step({"role": "assistant", "content": task["reference_solution"]})
@@ -173,6 +173,6 @@ def test_bad_tasks_are_user_errors(env):
 def test_env_is_found_by_name_and_the_rlimit_backend_also_verifies(humaneval):
     assert load_env_class("code") is CodeEnv
     task = humaneval["HumanEval/0"]
-    env = CodeEnv(backend="rlimit", test_timeout_s=1.0, wall_timeout_s=4.0)
+    env = CodeEnv(backend="rlimit", test_timeout_s=2.0, wall_timeout_s=8.0)
     assert answer(env, task, task["reference_solution"]).passed
     assert not answer(env, task, "    return True\n").passed

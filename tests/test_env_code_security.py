@@ -14,7 +14,13 @@ from posttrain.environment import Trajectory
 
 @pytest.fixture(scope="module")
 def env():
-    return CodeEnv(backend="bwrap", test_timeout_s=1.0, wall_timeout_s=3.0)
+    return CodeEnv(backend="bwrap", test_timeout_s=2.0, wall_timeout_s=5.0)
+
+
+@pytest.fixture(scope="module")
+def quick_env():
+    """For attacks that hang: their cost is their timeouts."""
+    return CodeEnv(backend="bwrap", test_timeout_s=1.0, wall_timeout_s=2.5)
 
 
 def function_task(tests: list[str], name: str = "solve") -> dict:
@@ -174,7 +180,7 @@ def test_killing_everything_is_a_verification_error(env):
     assert wait_no_leftovers() == []
 
 
-def test_bombs_loops_and_floods_are_contained(env):
+def test_bombs_loops_and_floods_are_contained(quick_env):
     attacks = {
         "fork bomb": "import os\ndef solve(x):\n    while True:\n        try:\n            os.fork()\n"
                      "        except OSError:\n            pass",
@@ -184,7 +190,7 @@ def test_bombs_loops_and_floods_are_contained(env):
         "stdio flood": "import sys\nwhile True:\n    sys.stdout.write('z' * 100000)",
     }
     for name, code in attacks.items():
-        res = verify(env, STDIO if name.startswith("stdio") else ADD_ONE, code)
+        res = verify(quick_env, STDIO if name.startswith("stdio") else ADD_ONE, code)
         fails(res)
-        assert res.details.get("sandbox", {}).get("duration_s", 0) < 3.5, name
+        assert res.details.get("sandbox", {}).get("duration_s", 0) < 5, name
     assert wait_no_leftovers() == []

@@ -123,13 +123,13 @@ def test_fork_bomb_is_contained(sb):
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     t = time.monotonic()
     res = py(sb, bomb, limits=Limits(wall_s=1.5, max_processes=16, memory_mb=128))
-    assert res.timed_out and time.monotonic() - t < 4
+    assert res.timed_out and time.monotonic() - t < 6
     assert wait_no_leftovers() == []
     if sb.per_run_uid:  # RLIMIT_NPROC holds, so forks fail beyond the limit
         counter = ("import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
                    "            time.sleep(30)\n            os._exit(0)\n        n += 1\n"
                    "except OSError as e:\n    print(n, e.errno)\n")
-        res = py(sb, counter, limits=Limits(wall_s=2, max_processes=10))
+        res = py(sb, counter, limits=Limits(wall_s=8, max_processes=10))
         forks, errno = map(int, res.stdout.split())
         assert forks < 10 and errno == 11  # EAGAIN
         assert wait_no_leftovers() == []
@@ -137,11 +137,11 @@ def test_fork_bomb_is_contained(sb):
 
 def test_memory_bombs_are_contained(sb):
     res = py(sb, "chunks = []\nwhile True:\n    chunks.append(bytearray(64 << 20))\n",
-             limits=Limits(wall_s=3, memory_mb=256))
+             limits=Limits(wall_s=8, memory_mb=256))
     assert res.exit_code != 0 and "MemoryError" in res.stderr and not res.timed_out
     forking = ("import os\nfor _ in range(3):\n    os.fork()\nchunks = []\ntry:\n    while True:\n"
                "        chunks.append(bytearray(32 << 20))\nexcept MemoryError:\n    print('capped', len(chunks))\n")
-    res = py(sb, forking, limits=Limits(wall_s=3, memory_mb=128, max_processes=16))
+    res = py(sb, forking, limits=Limits(wall_s=8, memory_mb=128, max_processes=16))
     assert all(0 < int(line.split()[1]) * 32 < 128 for line in res.stdout.splitlines())
     assert wait_no_leftovers() == []
 
@@ -150,13 +150,13 @@ def test_infinite_loop_and_sleep_are_killed_on_time(sb):
     for code in ("while True:\n    pass\n", "import time\ntime.sleep(60)\n"):
         t = time.monotonic()
         res = py(sb, code, limits=Limits(wall_s=1))
-        assert res.timed_out and res.killed_by_signal == 9 and time.monotonic() - t < 2.5
+        assert res.timed_out and res.killed_by_signal == 9 and time.monotonic() - t < 4
     assert wait_no_leftovers() == []
 
 
 def test_huge_output_is_cut(sb):
     res = py(sb, "import os\nwhile True:\n    os.write(1, b'A' * 1000000)\n",
-             limits=Limits(wall_s=3, stdout_bytes=1 << 20))
+             limits=Limits(wall_s=8, stdout_bytes=1 << 20))
     assert res.truncated and len(res.stdout) == 1 << 20 and not res.timed_out
 
 
@@ -171,7 +171,7 @@ def test_killing_parents_and_everyone_leaves_the_host_alone(sb):
                 "print('survived kill -1')\n")
         res = py(sb, code)
         assert "survived kill -1" in res.stdout and "killed host pid" not in res.stdout
-        res = sb.run({}, ["/bin/sh", "-c", "kill -9 -1; echo after"], limits=Limits(wall_s=3))
+        res = sb.run({}, ["/bin/sh", "-c", "kill -9 -1; echo after"], limits=Limits(wall_s=8))
         assert "after" in res.stdout
         assert sentinel.poll() is None  # a host process of ours survived every attempt
         assert Path(f"/proc/{os.getppid()}").exists()

@@ -90,7 +90,7 @@ def test_crashes_timeouts_and_verifier_bugs_are_errors_never_passes(probe_env):
 
 
 def test_results_stream_as_they_finish_or_in_order(probe_env):
-    items = [probe(str(i), str(i), sleep=s) for i, s in enumerate([0.6, 0.0, 0.0, 0.0])]
+    items = [probe(str(i), str(i), sleep=s) for i, s in enumerate([1.0, 0.0, 0.0, 0.0])]
     with VerifyPool(probe_env, workers=2, timeout_s=10) as pool:
         pool.verify_all([probe("warm", "warm")] * 2)  # both workers up
         unordered = [i for i, _ in pool.verify_many(items)]
