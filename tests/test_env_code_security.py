@@ -94,6 +94,8 @@ def test_always_equal_objects_and_patched_builtins_do_not_pass(env):
         "def solve(x):\n    return x + 1",
         # replies the judge cannot take: over the frame limit, endlessly nested, raw garbage on the pipe
         "def solve(x):\n    return 'x' * (20 << 20)",
+        "import os, sys\nos.close(int(sys.argv[-1]) if sys.argv[-1].isdigit() else 4)\ndef solve(x):\n"
+        "    while True:\n        pass",
         "def solve(x):\n    a = []\n    a.append(a)\n    return a",
         "import os, sys\nfd = int(sys.argv[-1])\nos.write(fd, b'\\x00\\x00\\x00\\x05{{{{{')\n"
         "def solve(x):\n    return x + 1",

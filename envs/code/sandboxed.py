@@ -293,8 +293,10 @@ class Worker:
     def _reply(self):
         try:
             reply = recv_frame(self.from_worker)
-        except (EOFError, OSError):
-            code = self.proc.wait(timeout=2) if self.proc else None
+        except (EOFError, OSError):  # it exited, or closed its end of the pipe (then it is killed now)
+            proc = self.proc
+            self.stop()
+            code = proc.returncode if proc is not None else None
             raise CandidateDied(f"the candidate's process exited (exit code {code})") from None
         except (ValueError, RecursionError) as e:  # oversized or garbled: the pipe is out of step, start afresh
             self.stop()
