@@ -15,6 +15,7 @@ Used by rejection sampling, RL rewards, evaluation and calibration.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import time
 from collections import deque
@@ -56,8 +57,9 @@ def trajectory_from_row(row: Any, where: str) -> Trajectory:
     raise UserError(f"{where}: expected key 'messages' (the whole conversation) or 'completion' (the answer)")
 
 
-def _worker_main(conn: Connection, env_name: str, env_kwargs: dict[str, Any]) -> None:
+def _worker_main(conn: Connection, env_name: str, env_kwargs: dict[str, Any], worker_env: dict[str, str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    os.environ.update(worker_env)
     try:
         env = make_env(env_name, **env_kwargs)
     except BaseException as e:  # reported to the parent, which raises it there
@@ -103,13 +105,16 @@ class VerifyPool:
     """A process pool of verifiers for one environment (by name, module or path)."""
 
     def __init__(self, env: str, *, workers: int = 2, max_in_flight: int | None = None, timeout_s: float = 120.0,
-                 env_kwargs: dict[str, Any] | None = None) -> None:
+                 env_kwargs: dict[str, Any] | None = None, worker_env: dict[str, str] | None = None) -> None:
+        """``env_kwargs`` go to the environment's constructor; ``worker_env`` are environment variables set in the
+        workers only (e.g. ``{"POSTTRAIN_SANDBOX": "rlimit"}``)."""
         if workers < 1:
             raise UserError(f"verification workers must be >= 1, got {workers}")
         if timeout_s <= 0:
             raise UserError(f"verification timeout must be > 0 seconds, got {timeout_s}")
         load_env_class(env)  # a wrong name fails here, in the caller, with the env loader's message
         self.env, self.env_kwargs, self.timeout_s = env, dict(env_kwargs or {}), timeout_s
+        self.worker_env = dict(worker_env or {})
         self.max_in_flight = max(max_in_flight or 4 * workers, workers)
         self._ctx = mp.get_context("spawn")  # fork would copy the caller's threads (Ray, torch) into the workers
         self._start_failures = 0
@@ -118,8 +123,8 @@ class VerifyPool:
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_worker_main, args=(child, self.env, self.env_kwargs), daemon=True,
-                                    name=f"verify-{self.env}")
+        process = self._ctx.Process(target=_worker_main, args=(child, self.env, self.env_kwargs, self.worker_env),
+                                    daemon=True, name=f"verify-{self.env}")
         process.start()
         child.close()
         return _Worker(process, parent)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,13 @@ def test_verify_code_rows_with_malformed_lines(tmp_path):
                          ("pass rate", "66.7%")]:
         assert any(label in line and line.rstrip(" │").endswith(value) for line in out.splitlines()), (label, out)
     assert "malformed_row" in out and "traj.jsonl:3" in out
+    # the same file through the bare runner: chosen for the workers only, with a warning
+    bare = runner.invoke(app, ["envs", "verify", "code", str(traj), "--out", str(res_path), "--workers", "1",
+                               "--backend", "rlimit"], catch_exceptions=False)
+    assert bare.exit_code == 0 and "NOT a security boundary" in bare.output
+    rows = read_jsonl(res_path)
+    assert [r["passed"] for r in rows] == [True, False, False, False, True]
+    assert rows[0]["details"]["sandbox"]["backend"] == "rlimit" and "POSTTRAIN_SANDBOX" not in os.environ
 
 
 def test_verify_math_through_the_cli(tmp_path):

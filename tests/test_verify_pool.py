@@ -5,6 +5,7 @@ Crashes and hangs come from a small environment written to a file here (the pool
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -45,7 +46,8 @@ class PoolProbeEnv(Environment):
             raise ValueError("verifier bug")
         time.sleep(trajectory.task.get("sleep", 0))
         ok = trajectory.final_answer == trajectory.task["answer"]
-        return VerifyResult(passed=ok, score=float(ok), reasons=["ok" if ok else "wrong"], details={"pid": os.getpid()})
+        return VerifyResult(passed=ok, score=float(ok), reasons=["ok" if ok else "wrong"],
+                            details={"pid": os.getpid(), "mode": os.environ.get("PROBE_MODE")})
 '''
 
 
@@ -131,6 +133,12 @@ def test_rows_are_checked_and_bad_ones_reported_by_index(probe_env):
     assert results[0].passed and results[3].passed
     assert results[1].reasons == ["bad_row"] and "item 1: key 'task' must be an object" in results[1].error
     assert results[2].reasons == ["bad_row"] and "item 2: expected a JSON object" in results[2].error
+
+
+def test_worker_env_is_set_in_the_workers_only(probe_env):
+    with VerifyPool(probe_env, workers=1, worker_env={"PROBE_MODE": "strict"}) as pool:
+        (result,) = pool.verify_all([probe("a", "a")])
+    assert result.details["mode"] == "strict" and "PROBE_MODE" not in os.environ
 
 
 def test_trajectory_from_row():

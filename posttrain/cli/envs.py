@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -152,13 +151,12 @@ def verify(
 
     total_rows, _ = _scan_jsonl(trajectories)
     env_cls = load_env_class(name)
-    if backend is not None:
-        os.environ[ENV_VAR] = backend_name(backend)  # the workers inherit it
-        if backend == "rlimit":
-            console_err.print("[yellow]warning:[/] the rlimit backend is NOT a security boundary: untrusted code "
-                              "can read host files and use the network")
+    chosen = backend_name(backend)
+    if chosen == "rlimit":
+        console_err.print("[yellow]warning:[/] the rlimit backend is NOT a security boundary: untrusted code "
+                          "can read host files and use the network")
     if getattr(env_cls, "uses_sandbox", False):
-        get_backend()  # fail now, once, with the backend's own message, rather than on every row
+        get_backend(chosen)  # fail now, once, with the backend's own message, rather than on every row
     rows = _Rows(trajectories)
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -177,7 +175,7 @@ def verify(
 
     columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with out.open("w", encoding="utf-8") as f, Progress(*columns, console=console_err, transient=True) as bar, \
-            VerifyPool(name, workers=workers, timeout_s=timeout) as pool:
+            VerifyPool(name, workers=workers, timeout_s=timeout, worker_env={ENV_VAR: chosen}) as pool:
         task_id = bar.add_task("verify", total=total_rows)
         for index, result in pool.verify_many(rows, ordered=True):
             line_no = rows.lines[index]
