@@ -19,14 +19,14 @@ from posttrain.environment import Environment, Message, StepResult, Task, Trajec
 from posttrain.errors import UserError
 from posttrain.sandbox import SandboxBackend, get_backend
 
-TASK_SETS = {"humaneval": humaneval_tasks}
+TASK_SET_LOADERS = {"humaneval": humaneval_tasks}
 
 
 class CodeEnv(Environment):
     name = "code"
     description = ("Python coding: functions with hidden tests and stdin/stdout programs, executed in the sandbox "
                    "(HumanEval's 164 problems and a seeded generator)")
-    TASK_SETS = tuple(TASK_SETS)
+    TASK_SETS = tuple(TASK_SET_LOADERS)  # names for `posttrain envs generate code --set NAME`
     uses_sandbox = True  # `posttrain envs verify` checks the sandbox backend once before starting workers
 
     def __init__(self, backend: str | None = None, test_timeout_s: float = 3.0, wall_timeout_s: float = 30.0,
@@ -77,6 +77,6 @@ class CodeEnv(Environment):
 
     def task_set(self, name: str) -> list[Task]:
         """A fixed, named task set (``humaneval``)."""
-        if name not in TASK_SETS:
-            raise UserError(f"code env: unknown task set {name!r}; expected one of: {', '.join(TASK_SETS)}")
-        return TASK_SETS[name]()
+        if name not in TASK_SET_LOADERS:
+            raise UserError(f"code env: unknown task set {name!r}; expected one of: {', '.join(TASK_SET_LOADERS)}")
+        return TASK_SET_LOADERS[name]()
