@@ -142,7 +142,7 @@ def run(cfg: MergeConfig, log: Callable[[str], None] | None = None) -> Path:
     if already_merged(out, cfg, hashes):
         say(f"{out} already holds this merge (same config and input hashes); nothing to do")
         return out
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
         raise UserError(f"output_dir: {out} exists and holds something else; choose another folder or set "
                         "overwrite=true")
 
