@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from posttrain.errors import UserError
+
 METHODS = ("linear", "task_arithmetic", "ties")
 COMPUTE_DTYPE = "float32"  # arithmetic precision, whatever the inputs' and output's dtype
 
@@ -56,9 +58,12 @@ def mergekit_config(method: str, base: Path, models: Sequence[Path], weights: Se
 
 def run_mergekit(config: dict[str, Any], out_dir: Path, show_progress: bool = False) -> None:
     """Merge tensor by tensor on CPU into ``out_dir`` (weights + config.json; no tokenizer, no model card)."""
-    from mergekit.config import MergeConfiguration
-    from mergekit.io.tasks import LoaderCache
-    from mergekit.merge import MergeOptions, run_merge
+    try:
+        from mergekit.config import MergeConfiguration
+        from mergekit.io.tasks import LoaderCache
+        from mergekit.merge import MergeOptions, run_merge
+    except ImportError:
+        raise UserError("merging needs mergekit, an optional dependency: pip install 'posttrain[merge]'") from None
 
     options = MergeOptions(device="cpu", copy_tokenizer=False, write_model_card=False, quiet=not show_progress,
                            trust_remote_code=False)
