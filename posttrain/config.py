@@ -58,16 +58,27 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Set each dotted key in a nested dict (creating sections as needed)."""
     for item in overrides:
         path, value = parse_override(item)
-        node = data
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                dotted = ".".join(path[: i + 1])
-                raise UserError(f"override {item!r}: {dotted} is a {type(child).__name__}, not a section")
-            node = child
-        node[path[-1]] = value
+        node: Any = data
+        for i, part in enumerate(path):
+            dotted = ".".join(path[: i + 1])
+            last = i == len(path) - 1
+            if isinstance(node, list):  # `models.1.weight=2` addresses an item of a list
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f"override {item!r}: {dotted}: expected an index below {len(node)}")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                parent = ".".join(path[:i])
+                raise UserError(f"override {item!r}: {parent} is a {type(node).__name__}, not a section")
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
     return data
 
 
@@ -101,6 +112,8 @@ def _allowed_keys(schema: type[BaseModel], path: list[str]) -> list[str]:
     """Field names of the (nested) model at ``path``, following pydantic field annotations where it can."""
     model: Any = schema
     for part in path:
+        if part.isdigit():  # an item of a list of models: the item's model was already resolved
+            continue
         fields = getattr(model, "model_fields", None)
         if not fields or part not in fields:
             return []

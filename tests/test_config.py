@@ -98,3 +98,23 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     cfg = load_config(StageCfg, None, ["model=m", "train.steps=5"])
     p = write(tmp_path, dump_config(cfg))
     assert load_config(StageCfg, p) == cfg
+
+
+class Item(Schema):
+    path: str
+    weight: float = 1.0
+
+
+class WithList(Schema):
+    models: list[Item]
+
+
+def test_override_addresses_list_items_and_errors_name_them(tmp_path: Path) -> None:
+    p = write(tmp_path, "models:\n  - {path: a}\n  - {path: b}\n")
+    cfg = load_config(WithList, p, ["models.1.weight=2"])
+    assert [m.weight for m in cfg.models] == [1.0, 2.0]
+    with pytest.raises(UserError, match=r"models\.5: expected an index below 2"):
+        load_config(WithList, p, ["models.5.weight=2"])
+    bad = write(tmp_path, "models:\n  - {path: a, wieght: 3}\n")
+    with pytest.raises(UserError, match=r"models\.0\.wieght: unknown key; expected one of: path, weight"):
+        load_config(WithList, bad)
