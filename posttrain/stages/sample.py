@@ -43,12 +43,11 @@ class VerifyConfig(Schema):
     max_in_flight: int | None = Field(None, ge=1)
 
 
-class SampleConfig(Schema):
-    model: str = Field(description="HF model folder or known name (e.g. smollm2-135m-instruct)")
-    out: str = Field(description="output folder: data.parquet, manifest.json, shards/")
+class SampleSettings(Schema):
+    """What to sample and what to keep (the ``sample`` section of an ``rs`` config, too)."""
+
     tasks: TasksConfig
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="n = samples per prompt")
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     agent: AgentLoopConfig = Field(default_factory=AgentLoopConfig)
     envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
@@ -56,6 +55,14 @@ class SampleConfig(Schema):
     batch_size: int = Field(16, ge=1, description="prompts per batch (and per shard)")
     seed: int = Field(0, description="per-prompt sampling seeds derive from it")
     resume: bool = Field(True, description="reuse finished shards in out/shards (false: start over)")
+
+
+class SampleConfig(SampleSettings):
+    """``posttrain sample`` config."""
+
+    model: str = Field(description="HF model folder or known name (e.g. smollm2-135m-instruct)")
+    out: str = Field(description="output folder: data.parquet, manifest.json, shards/")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
 
 def run_sample(cfg: SampleConfig, pool: RolloutPool | None = None, log: Log | None = None) -> dict[str, Any]:
