@@ -46,7 +46,9 @@ class Generator(Protocol):
 class AgentLoopConfig(Schema):
     max_turns: int = Field(8, ge=1, description="model turns per episode")
     max_episode_tokens: int | None = Field(
-        None, ge=1, description="budget for the whole conversation (prompt + all turns); default: the context length")
+        None, ge=1, description="token budget of a conversation (prompt + all turns): a model turn gets at most the "
+        "room left and none starts without room, so model tokens never pass it (the template's closing text and the "
+        "environment's last answer may); default and upper bound: the engine's context length")
 
 
 @dataclass
