@@ -122,7 +122,7 @@ def tokenized_documents(dataset: Any, where: Path, tokenizer: Any) -> Any:
     """Rows' ``text`` -> a Dataset with one ``input_ids`` list per document (separator appended)."""
     import datasets
 
-    texts = dataset["text"]
+    texts = list(dataset["text"])
     empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if empty:
         raise UserError(f"{where}: {len(empty)} of {len(texts)} rows have no text (first: row {empty[0]}); "

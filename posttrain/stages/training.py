@@ -207,17 +207,17 @@ def callbacks(train: TrainSettings, out: Path) -> list[Any]:
     return found
 
 
-def last_checkpoint(out: Path, resume: bool) -> str | None:
-    """The newest ``out/checkpoints/checkpoint-N`` to resume from; a fresh start clears old ones."""
+def last_checkpoint(trainer: Any, out: Path, resume: bool) -> str | None:
+    """The newest ``out/checkpoints/checkpoint-N`` to resume from; a fresh start clears old ones (on one process)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     folder = out / CHECKPOINTS
-    if not folder.is_dir():
-        return None
     if not resume:
-        shutil.rmtree(folder)
+        if trainer.is_world_process_zero() and folder.is_dir():
+            shutil.rmtree(folder)
+        trainer.accelerator.wait_for_everyone()  # no process looks for checkpoints while they are being removed
         return None
-    return get_last_checkpoint(str(folder))
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
 def fit(trainer: Any, out: Path, resume: bool) -> tuple[Any, dict[str, float]]:
@@ -227,7 +227,7 @@ def fit(trainer: Any, out: Path, resume: bool) -> tuple[Any, dict[str, float]]:
     from posttrain.stages.reporting import say
 
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; RichProgress shows them instead
-    checkpoint = last_checkpoint(out, resume)
+    checkpoint = last_checkpoint(trainer, out, resume)
     if checkpoint and trainer.is_world_process_zero():
         say(f"resuming from {checkpoint}")
     result = trainer.train(resume_from_checkpoint=checkpoint)
