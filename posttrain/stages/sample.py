@@ -13,6 +13,7 @@ pool and its prompts re-queued.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from pydantic import Field
 
 from posttrain.config import Schema
 from posttrain.errors import UserError
-from posttrain.manifest import folder_sha256, write_manifest
+from posttrain.manifest import MANIFEST, file_sha256, read_manifest, write_manifest
 from posttrain.rejection.metrics import BucketStats, summarize
 from posttrain.rejection.output import COLUMNS, DATA_FILE, chat_row, write_chat_parquet
 from posttrain.rejection.overlap import run_overlapped
@@ -78,7 +79,7 @@ def run_sample(cfg: SampleConfig, pool: RolloutPool | None = None, log: Log | No
     rows, inputs = load_tasks(cfg.tasks, out / "tasks")
     params = _bucket_params(cfg.sampling, sorted({r.bucket for r in rows}))
     batches = make_batches(rows, cfg.batch_size)
-    inputs[f"model:{model.name}"] = folder_sha256(model)
+    inputs[f"model:{model.name}"] = model_sha256(model)
 
     # 2. Shards: what an earlier run of the same config already finished is skipped.
     decides = {"model": inputs[f"model:{model.name}"], "tasks": inputs, "sampling": {b: p.model_dump() for b, p in
@@ -128,11 +129,31 @@ def run_sample(cfg: SampleConfig, pool: RolloutPool | None = None, log: Log | No
                             "generated": len(todo)})
     manifest = {"stage": "sample", "kind": "chat", "columns": COLUMNS, "config": cfg.model_dump(mode="json"),
                 "inputs": inputs, "outputs": {DATA_FILE: data_sha}, "metrics": metrics}
-    write_manifest(out, manifest)
+    if todo or not _same_run(out, manifest):  # a re-run that changed nothing leaves the manifest (and its timing)
+        write_manifest(out, manifest)
+    else:
+        manifest = read_manifest(out)
     total = metrics["total"]
     say(f"kept {total['kept']} of {total['samples']} samples ({total['passed']} passed); pass@1 "
         f"{total['pass@1']:.3f}; wrote {len(data_rows)} rows to {out / DATA_FILE}")
     return json.loads(json.dumps(manifest))
+
+
+def model_sha256(model: Path) -> str:
+    """What decides a model's samples: its weights, config and tokenizer files (not a stage's manifest or logs)."""
+    h = hashlib.sha256()
+    for p in sorted(model.iterdir()):
+        if p.is_file() and p.suffix in (".safetensors", ".json", ".jinja", ".model", ".txt") and p.name != MANIFEST:
+            h.update(p.name.encode())
+            h.update(file_sha256(p).encode())
+    return h.hexdigest()
+
+
+def _same_run(out: Path, manifest: dict[str, Any]) -> bool:
+    if not (out / MANIFEST).is_file():
+        return False
+    previous = read_manifest(out)
+    return all(previous.get(k) == json.loads(json.dumps(manifest[k])) for k in ("stage", "config", "inputs", "outputs"))
 
 
 def _bucket_params(sampling: SamplingConfig, buckets: list[str]) -> dict[str, SamplingParams]:
