@@ -7,6 +7,7 @@ Single turn: ``step`` takes the assistant's reply and ends the episode with rewa
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,13 +18,27 @@ from posttrain.errors import UserError
 
 THINK_BLOCK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)  # reasoning is not the answer; unclosed runs to the end
 
+_shared: dict[tuple[float, int], MathChecker] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_checker(timeout: float, memory_mb: int) -> MathChecker:
+    """The process's checker for these settings. Rollouts make one MathEnv per episode, and a math-verify worker takes
+    1-2 s to start (it imports sympy), so environments share one worker per process: the checker serialises requests
+    and its worker dies with the process."""
+    with _shared_lock:
+        checker = _shared.get((timeout, memory_mb))
+        if checker is None:
+            checker = _shared[(timeout, memory_mb)] = MathChecker(timeout=timeout, memory_mb=memory_mb)
+        return checker
+
 
 class MathEnv(Environment):
     name = "math"
     description = "Math word problems and calculations; the final answer is checked with math-verify."
 
     def __init__(self, timeout: float = 5.0, memory_mb: int = 2048) -> None:
-        self.checker = MathChecker(timeout=timeout, memory_mb=memory_mb)
+        self.checker = shared_checker(timeout, memory_mb)
         self._task: Task | None = None
         self._messages: list[Message] = []
         self._done = True
@@ -69,4 +84,5 @@ class MathEnv(Environment):
         return reference_trajectory(task)
 
     def close(self) -> None:
-        self.checker.close()
+        if _shared.get((self.checker.timeout, self.checker.memory_mb)) is not self.checker:  # e.g. an unpickled copy
+            self.checker.close()
