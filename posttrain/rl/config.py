@@ -1,0 +1,162 @@
+"""The Logic track's config: what ``configs/rl_logic.yaml`` may say, checked before anything starts.
+
+Every section is a :class:`posttrain.config.Schema` (unknown keys are errors). Cross-field rules that pydantic cannot
+express on one field (batch shapes, RLOO's unscaled advantages, sampling that TRL must be able to re-score) are checked
+here too, so a bad config fails in a second with a message naming the key, not after a model has loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from posttrain.config import Schema
+from posttrain.rejection.tasks import TasksConfig
+from posttrain.rl.rewards import RewardSettings
+from posttrain.rollout.agent_loop import AgentLoopConfig
+from posttrain.rollout.pool import RolloutConfig
+from posttrain.rollout.sampling import SamplingConfig
+from posttrain.stages.training import Reporter
+
+LossType = Literal["grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo"]
+ISMode = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
+
+
+class ImportanceSampling(Schema):
+    """Correct for the gap between the rollout engine's sampling log-probs and the trainer's own (TRL's
+    ``vllm_importance_sampling_*``): the loss is weighted by pi_train / pi_sampler, truncated or masked at bounds."""
+
+    correction: bool = True
+    mode: ISMode = Field("token_truncate", description="per-token ratios, clipped at clip_max (robust for long "
+                         "multi-turn episodes, where a per-sequence ratio multiplies many small differences)")
+    clip_max: PositiveFloat | None = 3.0
+    clip_min: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ImportanceSampling:
+        if self.clip_min is not None and self.clip_max is not None and self.clip_min >= self.clip_max:
+            raise ValueError(f"clip_min ({self.clip_min}) must be below clip_max ({self.clip_max})")
+        if self.correction and self.mode.endswith("truncate") and self.clip_min is None and self.clip_max is None:
+            raise ValueError(f"mode {self.mode} needs clip_max or clip_min")
+        return self
+
+
+class RLTrain(Schema):
+    """Optimisation: how many prompts and samples make a step, the clipped surrogate, KL, schedule, bookkeeping."""
+
+    max_steps: PositiveInt = 50
+    prompts_per_step: PositiveInt = Field(4, description="distinct task prompts per optimizer step")
+    num_generations: int = Field(4, ge=2, description="group size: episodes sampled per prompt (advantages compare "
+                                 "them)")
+    grad_accumulation: PositiveInt = Field(1, description="micro-batches per optimizer step")
+    num_iterations: PositiveInt = Field(1, description="optimizer steps on each generated batch (PPO epochs); "
+                                        "above 1 the clipped ratio is taken against the policy that sampled")
+    learning_rate: PositiveFloat = 1e-6
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "constant"
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: PositiveFloat = 1.0
+    loss_type: LossType = Field("dapo", description="TRL's loss aggregation; grpo normalizes per sequence, dapo per "
+                                "token over the batch, dr_grpo by a constant")
+    epsilon: PositiveFloat = Field(0.2, description="clip range below 1 (and above, unless epsilon_high is set)")
+    epsilon_high: PositiveFloat | None = Field(None, description="clip range above 1 (DAPO's clip-higher: 0.28)")
+    beta: float = Field(0.0, ge=0.0, description="KL coefficient against the starting model (0: no reference model)")
+    scale_rewards: Literal["group", "batch", "none"] | None = Field(
+        None, description="divide advantages by the reward std of the group or batch; default group for grpo, none "
+        "for rloo (RLOO's advantages are unscaled)")
+    importance_sampling: ImportanceSampling = Field(default_factory=ImportanceSampling)
+    mask_truncated_completions: bool = Field(False, description="leave episodes whose last turn hit max_tokens out "
+                                             "of the loss (DAPO)")
+    logging_steps: PositiveInt = 1
+    save_steps: PositiveInt = 25
+    save_total_limit: PositiveInt = 2
+    keep_checkpoints: bool = Field(False, description="keep checkpoints/ after a finished run")
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    gradient_checkpointing: bool = False
+    report_to: list[Reporter] = Field(default_factory=lambda: ["tensorboard"])
+
+    @model_validator(mode="after")
+    def _batch_shape(self) -> RLTrain:
+        completions = self.prompts_per_step * self.num_generations
+        if completions % self.grad_accumulation:
+            raise ValueError(f"grad_accumulation: prompts_per_step x num_generations = {completions} episodes per step "
+                             f"must split evenly into {self.grad_accumulation} micro-batches")
+        return self
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.prompts_per_step * self.num_generations // self.grad_accumulation
+
+
+class HeldOutSettings(Schema):
+    """Held-out tasks scored through the same rollout pool and verifiers, before training and every N steps."""
+
+    tasks: TasksConfig
+    every_steps: PositiveInt = Field(10, description="evaluate after every N optimizer steps (and after the last)")
+    at_start: bool = Field(True, description="evaluate the starting model too (the 'before' number)")
+    samples_per_task: PositiveInt = Field(1, description="episodes per held-out task")
+    temperature: float = Field(0.0, ge=0.0, description="0: greedy (then samples_per_task must be 1)")
+
+    @model_validator(mode="after")
+    def _greedy_once(self) -> HeldOutSettings:
+        if self.temperature == 0.0 and self.samples_per_task > 1:
+            raise ValueError(f"samples_per_task: {self.samples_per_task} greedy samples would all be the same; use 1 "
+                             "or a temperature above 0")
+        return self
+
+
+class VerifySettings(Schema):
+    workers: PositiveInt = Field(2, description="verifier processes per environment")
+    timeout_s: PositiveFloat = Field(60.0, description="per episode; a slower one scores 0, never a pass")
+
+
+class LogicTrackConfig(Schema):
+    """``posttrain rl-logic`` config: GRPO/RLOO on environment tasks with verifiable rewards."""
+
+    model: str = Field(description="the starting model: HF folder or known name (smollm2-135m-instruct)")
+    output_dir: Path
+    tasks: TasksConfig = Field(description="training prompts: a task recipe or a built task dataset")
+    heldout: HeldOutSettings | None = None
+    algorithm: Literal["grpo", "rloo"] = Field("grpo", description="grpo: group-normalized advantages; rloo: "
+                                               "leave-one-out baseline")
+    train: RLTrain = Field(default_factory=RLTrain)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    agent: AgentLoopConfig = Field(default_factory=AgentLoopConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
+    rewards: RewardSettings = Field(default_factory=RewardSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+    resume: bool = Field(True, description="resume from the newest checkpoint in output_dir/checkpoints")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LogicTrackConfig:
+        if self.algorithm == "rloo" and self.train.scale_rewards not in (None, "none"):
+            raise ValueError(f"train.scale_rewards: {self.train.scale_rewards!r} with algorithm rloo; RLOO's "
+                             "leave-one-out advantages are not scaled (leave it unset or 'none')")
+        s = self.sampling
+        if s.n is not None:
+            raise ValueError("sampling.n: the group size is train.num_generations; remove sampling.n")
+        if s.seed is not None or any(b.seed is not None for b in s.buckets.values()):
+            raise ValueError("sampling.seed: per-episode seeds derive from train.seed; remove sampling.seed")
+        if s.logprobs is False or any(b.logprobs is False for b in s.buckets.values()):
+            raise ValueError("sampling.logprobs: the trainer needs the sampling log-probs; remove logprobs: false")
+        base = s.resolve()
+        if base.temperature == 0:
+            raise ValueError("sampling.temperature: 0 (greedy) gives every episode of a group the same answer, so "
+                             "there is nothing to compare; use a temperature above 0")
+        for bucket, over in s.buckets.items():
+            if over.temperature is not None and over.temperature != base.temperature:
+                raise ValueError(f"sampling.buckets.{bucket}.temperature: the trainer re-scores every episode at one "
+                                 f"temperature (sampling.temperature = {base.temperature}); per-bucket temperatures "
+                                 "would bias the policy ratio")
+        return self
+
+    @property
+    def scale_rewards(self) -> str:
+        if self.train.scale_rewards is not None:
+            return self.train.scale_rewards
+        return "none" if self.algorithm == "rloo" else "group"
+

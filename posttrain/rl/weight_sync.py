@@ -1,0 +1,50 @@
+"""Keep the rollout workers on the policy being trained: push the trainer's weights after every optimizer step.
+
+The weights travel in memory (``RolloutPool.update_weights``: named tensors, put once in Ray's object store, loaded
+in place by every worker; a worker recreated after a crash reloads the latest ones). They are pushed in the dtype the
+model is stored in (bf16 for SmolLM2), which is what the engines run, so a push costs half the bytes of fp32.
+
+Pushes happen at the start of training (a resumed run's workers must get the checkpoint's weights, and a pool shared
+between runs may hold another run's) and at the end of every optimizer step, before the held-out evaluation and the
+next rollout read them. ``ensure`` is the check the trainer runs right before generating: a no-op when the last push
+was for the current step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+
+class WeightSync(TrainerCallback):
+    def __init__(self, pool: Any, dtype: Any = None) -> None:
+        self.pool, self.dtype = pool, dtype
+        self.synced_step: int | None = None  # the optimizer step whose weights the workers hold
+        self.pushes = 0
+        self.seconds = 0.0
+
+    def push(self, model: Any, step: int) -> None:
+        started = time.perf_counter()
+        model = getattr(model, "module", model)  # DDP / accelerate wrappers
+        tensors = {name: t.detach().to(self.dtype) if self.dtype is not None else t.detach()
+                   for name, t in model.state_dict().items()}
+        self.pool.update_weights(tensors)
+        self.synced_step = step
+        self.pushes += 1
+        self.seconds += time.perf_counter() - started
+
+    def ensure(self, model: Any, step: int) -> None:
+        if self.synced_step != step:
+            self.push(model, step)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.push(model, state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.push(model, state.global_step)
+
+    def stats(self) -> dict[str, Any]:
+        return {"pushes": self.pushes, "seconds": round(self.seconds, 3),
+                "seconds_per_push": round(self.seconds / self.pushes, 4) if self.pushes else None}

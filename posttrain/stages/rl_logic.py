@@ -1,0 +1,248 @@
+"""The Logic track: verifiable-reward RL (GRPO or RLOO, PPO's clipped surrogate without a critic) on environment tasks.
+
+The recipe, top to bottom:
+
+1. inputs: the starting model, the training tasks and the held-out tasks (task recipes or built task datasets; every
+   row's environment must accept it); the same config and inputs as a finished run -> nothing to do;
+2. workers: the Ray rollout pool (vLLM or transformers engines) and one verifier pool per environment;
+3. trainer: TRL's GRPOTrainer, generating through the pool and the multi-turn agent loop (environment tokens masked
+   out of the loss), rewarded by each row's own environment, its weights pushed to the workers after every step, the
+   held-out tasks evaluated every N steps;
+4. train, resuming from the newest checkpoint in ``output_dir/checkpoints``;
+5. outputs: the model, ``metrics.jsonl``, ``manifest.json`` (held-out reward before/after), a summary table.
+
+``run_logic_track`` keeps no global state and writes only under ``output_dir``, so the parallel runner can call it
+inside a Ray actor next to the Chat track.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from posttrain.config import validate
+from posttrain.errors import UserError
+from posttrain.manifest import read_manifest
+from posttrain.rejection.tasks import TaskRow, load_tasks
+from posttrain.rl.config import LogicTrackConfig
+from posttrain.rl.progress import MetricsLog, ProgressFn
+from posttrain.stages.reporting import print_summary, say
+
+STAGE = "rl_logic"
+METRICS_FILE = "metrics.jsonl"
+
+
+def run_logic_track(config: LogicTrackConfig | dict[str, Any], progress: ProgressFn | None = None, *,
+                    pool: Any = None, source: str = "config") -> dict[str, Any]:
+    """Train the Logic track as configured; returns the manifest written to ``output_dir``.
+
+    ``config``: a validated config or a plain mapping (e.g. a section of the parallel run's YAML); ``progress``: called
+    with each logged metrics row; ``pool``: running rollout workers to use (any weights: the trainer's are pushed
+    before the first rollout), by default a pool is started from ``config.rollout`` and shut down at the end.
+    """
+    from posttrain.models.loading import load_tokenizer, resolve_model
+    from posttrain.rl.heldout import HeldOutEval, evaluate_rows
+    from posttrain.rl.rewards import reward_functions
+    from posttrain.rl.rollout_func import PoolRollout
+    from posttrain.rl.trainer import LogicGRPOTrainer
+    from posttrain.rl.weight_sync import WeightSync
+    from posttrain.rollout.pool import RolloutPool
+    from posttrain.stages.training import (
+        already_done,
+        callbacks,
+        fit,
+        load_model,
+        model_fingerprint,
+        save_model,
+        start_fresh,
+        write_outputs,
+    )
+    from posttrain.verify_pool import VerifyPool
+
+    cfg = config if isinstance(config, LogicTrackConfig) else validate(LogicTrackConfig, config, source)
+    out = Path(cfg.output_dir)
+    settings = cfg.model_dump(mode="json")
+
+    # 1. Inputs. Same config and inputs as a finished run: done.
+    model_dir = resolve_model(cfg.model, key=f"{source}: model")
+    rows, inputs = load_tasks(cfg.tasks, out / "tasks", key="tasks")
+    heldout_rows: list[TaskRow] = []
+    if cfg.heldout is not None:
+        heldout_rows, heldout_inputs = load_tasks(cfg.heldout.tasks, out / "heldout_tasks", key="heldout.tasks")
+        inputs.update(heldout_inputs)
+    inputs[f"model:{model_dir}"] = model_fingerprint(model_dir)
+    if already_done(out, STAGE, settings, inputs):
+        say(f"rl-logic: {out} is already trained with this config and these inputs; nothing to do")
+        return read_manifest(out)
+    envs = check_tasks(rows, heldout_rows, cfg)
+    params = bucket_params(cfg, rows + heldout_rows)
+    start_fresh(out)
+
+    with ExitStack() as stack:
+        # 2. Workers: the rollout pool and one verifier pool per environment.
+        if pool is None:
+            pool = RolloutPool.from_config(model_dir, cfg.rollout)
+            stack.callback(pool.shutdown)
+        verifiers = {env: stack.enter_context(VerifyPool(env, workers=cfg.verify.workers,
+                                                         timeout_s=cfg.verify.timeout_s, env_kwargs=cfg.envs.get(env)))
+                     for env in envs}
+
+        # 3. Trainer: GRPO with our rollouts, rewards, weight pushes and held-out evaluation.
+        tokenizer = load_tokenizer(model_dir)
+        model, stored_dtype = load_model(model_dir)
+        train_envs = list(dict.fromkeys(row.env for row in rows))
+        reward_funcs, reward_weights = reward_functions(train_envs, verifiers, cfg.rewards)
+        sync = WeightSync(pool, dtype=stored_dtype)
+        hooks: list[Any] = [MetricsLog(out / METRICS_FILE, progress), sync]
+        heldout = None
+        if cfg.heldout is not None:
+            h = cfg.heldout
+            heldout = HeldOutEval(
+                lambda sampling: evaluate_rows(pool, heldout_rows, sampling, cfg.agent, cfg.envs, verifiers),
+                heldout_rows, params, h.every_steps, h.at_start, h.samples_per_task, h.temperature, cfg.train.seed)
+            hooks.append(heldout)
+        trainer = LogicGRPOTrainer(
+            model=model, reward_funcs=reward_funcs, args=grpo_arguments(cfg, out, reward_weights),
+            train_dataset=prompt_dataset(rows), processing_class=tokenizer,
+            rollout_func=PoolRollout(pool, rows, params, cfg.agent, cfg.envs, cfg.train.seed),
+            callbacks=hooks + callbacks(cfg.train, out), weight_sync=sync, leave_one_out=cfg.algorithm == "rloo")
+        if heldout is not None:
+            heldout.attach(trainer)
+
+        # 4. Train, resuming from the newest checkpoint.
+        result, _ = fit(trainer, out, cfg.resume)
+
+    # 5. Outputs: the model, metrics.jsonl, the manifest, a summary.
+    outputs = save_model(trainer, out, tokenizer, None, stored_dtype)
+    history = trainer.state.log_history
+    metrics = track_metrics(result, history, trainer.state.global_step, len(rows), len(heldout_rows))
+    metrics["weight_sync"] = sync.stats()
+    write_outputs(out, STAGE, settings, inputs, outputs, metrics, history, cfg.train.keep_checkpoints)
+    print_summary("rl-logic", out, metrics)
+    return read_manifest(out)
+
+
+# ------------------------------------------------------------------------------------------------------------ inputs
+def check_tasks(rows: list[TaskRow], heldout_rows: list[TaskRow], cfg: LogicTrackConfig) -> list[str]:
+    """Every row's environment accepts its task (``reset``), held-out tasks are not trained on, and every ``envs``
+    entry is used. Returns the environments, training ones first."""
+    from posttrain.environment import make_env
+
+    train_prompts = {json.dumps(r.task.get("messages"), sort_keys=True) for r in rows}
+    leaked = [r.id for r in heldout_rows if json.dumps(r.task.get("messages"), sort_keys=True) in train_prompts]
+    if leaked:
+        raise UserError(f"heldout.tasks: {len(leaked)} held-out prompts are also training prompts (e.g. row id "
+                        f"{leaked[0]}); held-out tasks must be unseen")
+    envs = list(dict.fromkeys(r.env for r in [*rows, *heldout_rows]))
+    unused = sorted(set(cfg.envs) - set(envs))
+    if unused:
+        raise UserError(f"envs: {', '.join(unused)}: no task uses this environment (tasks use {', '.join(envs)})")
+    for env_name in envs:
+        try:
+            env = make_env(env_name, **cfg.envs.get(env_name, {}))
+        except TypeError as e:
+            raise UserError(f"envs.{env_name}: {e}") from None
+        try:
+            for where, row in [("tasks", r) for r in rows] + [("heldout.tasks", r) for r in heldout_rows]:
+                if row.env != env_name:
+                    continue
+                try:
+                    env.reset(row.task)
+                except Exception as e:  # the env's own message says what is wrong with the task
+                    message = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+                    raise UserError(f"{where}: row {row.index} (id {row.id}): environment {env_name} rejects the "
+                                    f"task: {message}") from None
+        finally:
+            env.close()
+    return envs
+
+
+def bucket_params(cfg: LogicTrackConfig, rows: list[TaskRow]) -> dict[str, Any]:
+    """Sampling params per bucket (per-bucket overrides for buckets the data does not have are an error)."""
+    buckets = sorted({r.bucket for r in rows})
+    cfg.sampling.check_buckets(buckets)
+    return {b: cfg.sampling.resolve(b) for b in buckets}
+
+
+def prompt_dataset(rows: list[TaskRow]) -> Any:
+    """What the trainer iterates: the prompt (for logs), the row index (for the rollout), env and bucket (rewards)."""
+    import datasets
+
+    prompts = [[{"role": str(m.get("role")), "content": str(m.get("content") or "")} for m in r.task["messages"]]
+               for r in rows]
+    return datasets.Dataset.from_dict({"prompt": prompts, "row": [i for i in range(len(rows))],
+                                       "env": [r.env for r in rows], "bucket": [r.bucket for r in rows]})
+
+
+# ----------------------------------------------------------------------------------------------------------- trainer
+def grpo_arguments(cfg: LogicTrackConfig, out: Path, reward_weights: list[float]) -> Any:
+    """TRL's ``GRPOConfig`` for the track: checkpoints under ``out/checkpoints``."""
+    import torch
+    from trl import GRPOConfig
+
+    from posttrain.stages.training import CHECKPOINTS, check_reporters, use_bf16
+
+    t, s = cfg.train, cfg.sampling.resolve()
+    longest = s.max_tokens * cfg.agent.max_turns
+    return GRPOConfig(
+        output_dir=str(out / CHECKPOINTS),
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.micro_batch_size,
+        gradient_accumulation_steps=t.grad_accumulation,
+        num_generations=t.num_generations,
+        num_iterations=t.num_iterations,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a fraction of the total steps in transformers 5
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        loss_type=t.loss_type,
+        epsilon=t.epsilon,
+        epsilon_high=t.epsilon_high,
+        beta=t.beta,
+        scale_rewards=cfg.scale_rewards,
+        reward_weights=reward_weights,
+        temperature=s.temperature,  # the trainer re-scores episodes at the sampling temperature
+        max_completion_length=min(longest, cfg.agent.max_episode_tokens or longest),  # dr_grpo's normalizer
+        vllm_importance_sampling_correction=t.importance_sampling.correction,
+        vllm_importance_sampling_mode=t.importance_sampling.mode,
+        vllm_importance_sampling_clip_max=t.importance_sampling.clip_max,
+        vllm_importance_sampling_clip_min=t.importance_sampling.clip_min,
+        mask_truncated_completions=t.mask_truncated_completions,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=use_bf16(t.precision),
+        use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=t.gradient_checkpointing,
+        report_to=[r for r in check_reporters(t.report_to) if r != "tensorboard"],  # TensorBoard: see callbacks()
+        disable_tqdm=True,
+        log_completions=False,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------- outputs
+def track_metrics(result: Any, history: list[dict[str, Any]], steps: int, n_tasks: int,
+                  n_heldout: int) -> dict[str, Any]:
+    """The manifest's numbers: training reward first/last, held-out reward/accuracy before and after, timing."""
+    train_rows = [r for r in history if "reward" in r]
+    evals = [{k: v for k, v in r.items() if k == "step" or k.startswith("heldout/")}
+             for r in history if "heldout/reward" in r]
+    metrics: dict[str, Any] = {
+        "steps": steps,
+        "tasks": n_tasks,
+        "heldout_tasks": n_heldout,
+        "train_reward_first": train_rows[0]["reward"] if train_rows else None,
+        "train_reward_last": train_rows[-1]["reward"] if train_rows else None,
+        "train_reward_mean": (sum(r["reward"] for r in train_rows) / len(train_rows)) if train_rows else None,
+        "duration_s": round(float(result.metrics.get("train_runtime", 0.0)), 3),
+        "heldout": evals,
+    }
+    if evals:
+        metrics["heldout_before"], metrics["heldout_after"] = evals[0], evals[-1]
+    return metrics
