@@ -150,6 +150,7 @@ def _config_file(tmp_path: Path, text: str) -> Path:
     ("offline: {data: d, train: {packing: true}}\nwin_rate: {prompts: 0}\n", "cannot be packed"),
     ("on_policy: {prompts: p, samples_per_prompt: 1}\nscorer: {reward_model: r}\n", "on_policy.samples_per_prompt"),
     ("on_policy: {prompts: p, sampling: {n: 4}}\nscorer: {reward_model: r}\n", "samples_per_prompt instead"),
+    ("on_policy: {prompts: p, sampling: {temperature: 0}}\nscorer: {reward_model: r}\n", "K identical answers"),
     ("offline: {data: d}\nwin_rate: {prompts: 0}\nrounds: 3\n", "rounds: unknown key"),
 ])
 def test_bad_track_configs_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -48,6 +48,13 @@ class Scorer(Protocol):
         """Release models and workers."""
 
 
+class JudgeSampling(SamplingConfig):
+    """Greedy, short answers by default (defaults in the schema, so overriding one key keeps the others)."""
+
+    temperature: float | None = Field(0.0, ge=0.0)
+    max_tokens: int | None = Field(8, ge=1)
+
+
 class ScorerConfig(Schema):
     """The ``scorer`` section of the Chat track config."""
 
@@ -56,9 +63,8 @@ class ScorerConfig(Schema):
     batch_size: int = Field(16, ge=1, description="responses per reward-model forward pass")
     judge_model: str | None = Field(None, description="model folder or known name of the judge (kind: judge)")
     judge_rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="the judge's own workers")
-    judge_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=8, n=1),
-        description="how the judge answers; n > 1 averages n ratings")
+    judge_sampling: JudgeSampling = Field(default_factory=lambda: JudgeSampling(),
+                                          description="how the judge answers; n > 1 averages n ratings")
     judge_template: str = Field(JUDGE_TEMPLATE, description="must contain {conversation} and {response}")
     judge_scale: tuple[int, int] = Field((1, 10), description="lowest and highest rating")
     min_gap: float = Field(0.0, ge=0, description="scores closer than this tie (no pair is built from a tie)")
@@ -112,6 +118,22 @@ def conversation_ids(tokenizer: Any, prompt: Messages, response: str) -> list[in
     return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
 
 
+def check_reward_model(model_dir: str | Path, key: str) -> Path:
+    """The folder if it holds a one-label sequence-classification model (what `posttrain rm` writes), else UserError."""
+    from transformers import AutoConfig
+
+    folder = Path(model_dir)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{key}: {folder} is not a model folder (no config.json); expected the output of "
+                        "`posttrain rm`")
+    config = AutoConfig.from_pretrained(folder)
+    if getattr(config, "num_labels", None) != 1 or not any(
+            a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        raise UserError(f"{key}: {folder} is not a reward model (expected a sequence-classification model with "
+                        f"one label, as written by `posttrain rm`; got {config.architectures})")
+    return folder
+
+
 class RewardModelScorer:
     """A ``posttrain rm`` model in this process. Over-long conversations keep their end (where the score is read)."""
 
@@ -119,19 +141,11 @@ class RewardModelScorer:
 
     def __init__(self, model_dir: str | Path, batch_size: int = 16, key: str = "scorer.reward_model") -> None:
         import torch
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification
 
         from posttrain.models.loading import load_tokenizer
 
-        folder = Path(model_dir)
-        if not (folder / "config.json").is_file():
-            raise UserError(f"{key}: {folder} is not a model folder (no config.json); expected the output of "
-                            "`posttrain rm`")
-        config = AutoConfig.from_pretrained(folder)
-        if getattr(config, "num_labels", None) != 1 or not any(
-                a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
-            raise UserError(f"{key}: {folder} is not a reward model (expected a sequence-classification model with "
-                            f"one label, as written by `posttrain rm`; got {config.architectures})")
+        folder = check_reward_model(model_dir, key)
         self.tokenizer = load_tokenizer(folder)
         self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else \

@@ -1,0 +1,177 @@
+"""``posttrain rm``: train a reward model on preference pairs with TRL's RewardTrainer.
+
+    model (usually the SFT model) + preference dataset -> OUT/: an HF sequence-classification folder (one label)
+                                                          + manifest.json + metrics.jsonl
+
+The recipe, top to bottom: resolve the model and the preference dataset (a built folder, or a recipe built into
+``OUT/data``); tokenize every pair as RewardTrainer would (pairs over ``train.max_length`` are counted and left out,
+as the trainer would drop them anyway); hold out a share of the prompts; measure pairwise accuracy; train (a killed
+run resumes from its newest checkpoint); measure again; save. A finished run with the same config and inputs is a
+no-op.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from posttrain.config import Schema
+from posttrain.errors import UserError
+from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.preference.data import resolve_data, split_held_out
+from posttrain.preference.scorers import reward_scores
+from posttrain.preference.training import (
+    PairTrainSettings,
+    ProgressFn,
+    log_series,
+    notify,
+    pair_trainer_kwargs,
+    summarize,
+    trainer_callbacks,
+)
+from posttrain.stages.reporting import print_summary, training_metrics
+from posttrain.stages.training import (
+    already_done,
+    built_dataset,
+    fit,
+    save_model,
+    stage_inputs,
+    start_fresh,
+    write_outputs,
+)
+
+STAGE = "rm"
+
+
+class RMTrain(PairTrainSettings):
+    learning_rate: float = Field(1e-5, gt=0)
+    eval_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of prompts held out for pairwise accuracy")
+    center_rewards_coefficient: float | None = Field(None, ge=0, description="e.g. 0.01 keeps rewards near zero")
+
+
+class RMStageConfig(Schema):
+    """``posttrain rm`` config."""
+
+    model: str = Field(..., description="A Hugging Face model folder or a known name (usually the SFT model).")
+    data: Path = Field(..., description="A preference dataset folder (`posttrain data build`) or a recipe .yaml.")
+    output_dir: Path
+    train: RMTrain = Field(default_factory=RMTrain)
+    resume: bool = Field(True, description="Resume from the newest checkpoint in output_dir/checkpoints.")
+
+
+def run_rm(cfg: RMStageConfig, source: str = "config", progress: ProgressFn | None = None) -> Path:
+    """Train the reward model as configured; ``source`` (the config file) prefixes error messages. Returns the
+    output folder (its manifest holds the metrics)."""
+    from trl import RewardConfig, RewardTrainer
+
+    out = cfg.output_dir
+    config = cfg.model_dump(mode="json")
+
+    # 1. Inputs: the model and the preference pairs. Same config + inputs as last time: nothing to do.
+    model_dir = resolve_model(cfg.model, key=f"{source}: model")
+    data_dir = resolve_data(cfg.data, out / "data", key=f"{source}: data")
+    dataset, _ = built_dataset(data_dir, "preference", source)
+    inputs = stage_inputs(data_dir, model_dir)
+    if already_done(out, STAGE, config, inputs):
+        notify(progress, STAGE, "done", f"{out} already holds this reward model; nothing to do")
+        return out
+    start_fresh(out)
+
+    # 2. Pairs: tokenized as the trainer would (chat template over prompt + answer); too-long pairs counted, left out.
+    tokenizer = load_tokenizer(model_dir)
+    rows = dataset.to_list()
+    pairs, too_long = tokenize_pairs(rows, tokenizer, cfg.train.max_length)
+    if too_long:
+        notify(progress, STAGE, "phase", f"warning: {too_long} of {len(rows)} pairs are longer than train.max_length="
+               f"{cfg.train.max_length} tokens and are left out", metrics={"too_long": too_long})
+    train_rows, eval_rows = split_held_out(pairs, cfg.train.eval_fraction, cfg.train.seed)
+    if not train_rows:
+        raise UserError(f"{source}: data: no pairs left to train on ({len(rows)} read, {too_long} over "
+                        f"train.max_length, {len(eval_rows)} held out by train.eval_fraction)")
+
+    # 3. Trainer: TRL loads the model with a fresh one-label score head (seeded).
+    args = RewardConfig(**pair_trainer_kwargs(cfg.train, out, has_eval=bool(eval_rows)),
+                        center_rewards_coefficient=cfg.train.center_rewards_coefficient)
+    trainer = RewardTrainer(model=str(model_dir), args=args, train_dataset=_ids_dataset(train_rows),
+                            eval_dataset=_ids_dataset(eval_rows) if eval_rows else None, processing_class=tokenizer,
+                            callbacks=trainer_callbacks(cfg.train, out, progress, STAGE))
+
+    # 4. Pairwise accuracy before, train (resuming from the newest checkpoint), accuracy after.
+    notify(progress, STAGE, "phase", f"training on {len(train_rows)} pairs; {len(eval_rows)} held out")
+    before = {"train": pairwise_accuracy(trainer.model, tokenizer, train_rows),
+              "eval": pairwise_accuracy(trainer.model, tokenizer, eval_rows)}
+    result, eval_metrics = fit(trainer, out, cfg.resume)
+    after = {"train": pairwise_accuracy(trainer.model, tokenizer, train_rows),
+             "eval": pairwise_accuracy(trainer.model, tokenizer, eval_rows)}
+
+    # 5. Outputs: the reward model and tokenizer, metrics.jsonl, the manifest, a summary table.
+    outputs = save_model(trainer, out, tokenizer, None, _stored_dtype(model_dir))
+    history = trainer.state.log_history
+    metrics = training_metrics(result, eval_metrics, history, trainer.state.global_step)
+    metrics.update(
+        pairs_read=len(rows), pairs_too_long=too_long, pairs_train=len(train_rows), pairs_eval=len(eval_rows),
+        train_accuracy_before=before["train"]["accuracy"], train_accuracy_after=after["train"]["accuracy"],
+        eval_accuracy_before=before["eval"]["accuracy"], eval_accuracy_after=after["eval"]["accuracy"],
+        pairwise_accuracy={"before": before, "after": after},
+        logged_accuracy=summarize(log_series(history, "accuracy")),
+        logged_margin=summarize(log_series(history, "margin")),
+    )
+    write_outputs(out, STAGE, config, inputs, outputs, metrics, history, cfg.train.keep_checkpoints)
+    if progress is None:
+        print_summary(STAGE, out, metrics)
+    notify(progress, STAGE, "done", f"reward model written to {out}", metrics=metrics)
+    return out
+
+
+def tokenize_pairs(rows: list[dict[str, Any]], tokenizer: Any, max_length: int) -> tuple[list[dict[str, Any]], int]:
+    """Each pair's chosen and rejected conversation as token ids (RewardTrainer's rendering); -> (pairs, too long)."""
+    pairs, too_long = [], 0
+    for row in rows:
+        chosen = _render(tokenizer, row["prompt"] + row["chosen"])
+        rejected = _render(tokenizer, row["prompt"] + row["rejected"])
+        if max(len(chosen), len(rejected)) > max_length:
+            too_long += 1
+            continue
+        pairs.append({"bucket": row["bucket"], "prompt": row["prompt"], "chosen_ids": chosen,
+                      "rejected_ids": rejected})
+    return pairs, too_long
+
+
+def pairwise_accuracy(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], batch_size: int = 16) -> dict[str, Any]:
+    """How often the model scores chosen above rejected (a tie counts half), overall and per bucket."""
+    if not pairs:
+        return {"pairs": 0, "accuracy": None, "margin": None, "buckets": {}}
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    chosen = reward_scores(model, pad, [p["chosen_ids"] for p in pairs], batch_size)
+    rejected = reward_scores(model, pad, [p["rejected_ids"] for p in pairs], batch_size)
+    wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected, strict=True)]
+    buckets: dict[str, list[float]] = {}
+    for pair, w in zip(pairs, wins, strict=True):
+        buckets.setdefault(pair["bucket"], []).append(w)
+    return {
+        "pairs": len(pairs), "accuracy": sum(wins) / len(wins),
+        "margin": sum(c - r for c, r in zip(chosen, rejected, strict=True)) / len(pairs),
+        "buckets": {b: {"pairs": len(v), "accuracy": sum(v) / len(v)} for b, v in sorted(buckets.items())},
+    }
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+
+
+def _ids_dataset(pairs: list[dict[str, Any]]) -> Any:
+    import datasets
+
+    return datasets.Dataset.from_dict({"chosen_ids": [p["chosen_ids"] for p in pairs],
+                                       "rejected_ids": [p["rejected_ids"] for p in pairs]})
+
+
+def _stored_dtype(model_dir: Path) -> Any:
+    """The dtype the base model was stored in (the reward model is saved in it too)."""
+    import torch
+    from transformers import AutoConfig
+
+    stored = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None) or torch.float32
+    return getattr(torch, stored) if isinstance(stored, str) else stored
