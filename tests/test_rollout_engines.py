@@ -13,6 +13,7 @@ import tempfile
 
 import pytest
 import torch
+from test_agent_loop import eos_bias_weights  # one copy of the helper (tests/ is on sys.path under pytest)
 
 from posttrain.errors import UserError
 from posttrain.rollout import SamplingParams, make_engine
@@ -187,30 +188,11 @@ def test_seeds_make_vllm_samples_repeat(vllm_engine, prompts) -> None:
     assert [len(s) for s in mixed] == [1, 2] and [len(s[0].token_ids) for s in mixed] == [3, 6]
 
 
-def eos_bias_weights(model, eos_id: int, margin: float) -> dict[str, torch.Tensor]:
-    """Tensors that make ``eos_id`` likelier at every position, whatever the context: every token embedding gets a
-    constant feature (residual dimension 0 = 1) that no layer writes to, so the final hidden state always carries it,
-    and the tied output row of ``eos_id`` reads it with weight ``1 + margin`` while all others read it with weight 1.
-    With ~8 as the normed feature, margin 2 makes the end token the argmax everywhere."""
-    emb = model.model.embed_tokens.weight.detach().clone()
-    emb[:, 0] = 1.0
-    emb[eos_id] = 0.0
-    emb[eos_id, 0] = 1.0 + margin
-    updates = {"model.embed_tokens.weight": emb}
-    for i, layer in enumerate(model.model.layers):
-        for name, weight in (("self_attn.o_proj", layer.self_attn.o_proj.weight),
-                             ("mlp.down_proj", layer.mlp.down_proj.weight)):
-            w = weight.detach().clone()
-            w[0] = 0.0
-            updates[f"model.layers.{i}.{name}.weight"] = w
-    return updates
-
-
 def test_end_of_sequence_token_is_kept_and_ends_the_sample(vllm_engine, hf_engine, prompts) -> None:
     tok = hf_engine.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     original = {k: v.detach().clone() for k, v in hf_engine.model.state_dict().items()}
-    updates = eos_bias_weights(hf_engine.model, eos, margin=2.0)
+    updates = eos_bias_weights(hf_engine.model, eos, margin=2.0)  # the end token is the argmax everywhere
     greedy = SamplingParams(temperature=0, max_tokens=8)
     try:
         for engine in (vllm_engine, hf_engine):

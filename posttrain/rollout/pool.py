@@ -143,12 +143,17 @@ class RolloutPool:
         inflight: dict[Any, tuple[int, Any, _Chunk]] = {}  # ref -> (worker index, worker handle, chunk)
 
         def dispatch() -> None:
-            for w, worker in enumerate(self.workers):
-                while queue and sum(1 for v in inflight.values() if v[0] == w) < MAX_QUEUED_PER_WORKER:
-                    chunk = queue.popleft()
-                    ref = worker.generate.remote([list(prompts[i]) for i in chunk.indices],
-                                                 [params[i] for i in chunk.indices])
-                    inflight[ref] = (w, worker, chunk)
+            # Next chunk to the least-loaded worker, until every worker has MAX_QUEUED_PER_WORKER or none are left.
+            while queue:
+                load = [sum(1 for v in inflight.values() if v[0] == w) for w in range(len(self.workers))]
+                w = min(range(len(self.workers)), key=load.__getitem__)
+                if load[w] >= MAX_QUEUED_PER_WORKER:
+                    return
+                chunk = queue.popleft()
+                worker = self.workers[w]
+                ref = worker.generate.remote([list(prompts[i]) for i in chunk.indices],
+                                             [params[i] for i in chunk.indices])
+                inflight[ref] = (w, worker, chunk)
 
         dispatch()
         while inflight:

@@ -44,14 +44,20 @@ class RolloutWorker:
 
     def __init__(self, model_path: str, engine: EngineKind, engine_kwargs: dict[str, Any]) -> None:
         self.engine = make_engine(engine, model_path, **engine_kwargs)
+        self.served = {"calls": 0, "prompts": 0, "tokens": 0}
 
     def info(self) -> dict[str, Any]:
-        """Ready check and facts the pool needs (awaiting this waits for the engine to have started)."""
-        return {"pid": os.getpid(), "max_model_len": self.engine.max_model_len}
+        """Ready check and facts the pool needs (awaiting this waits for the engine to have started), plus what this
+        worker has generated so far."""
+        return {"pid": os.getpid(), "max_model_len": self.engine.max_model_len, **self.served}
 
     def generate(self, prompts: Sequence[Sequence[int]],
                  sampling: SamplingParams | Sequence[SamplingParams]) -> list[list[Sample]]:
-        return self.engine.generate(prompts, sampling)
+        out = self.engine.generate(prompts, sampling)
+        self.served["calls"] += 1
+        self.served["prompts"] += len(prompts)
+        self.served["tokens"] += sum(len(s.token_ids) for samples in out for s in samples)
+        return out
 
     def update_weights_from_path(self, path: str) -> None:
         self.engine.update_weights_from_path(path)
