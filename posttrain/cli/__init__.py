@@ -17,6 +17,7 @@ from posttrain.cli import models as _models  # noqa: E402,F401  isort: skip
 from posttrain.cli import stages as _stages  # noqa: E402,F401  isort: skip
 from posttrain.cli import sample as _sample  # noqa: E402,F401  isort: skip
 from posttrain.cli import merge as _merge  # noqa: E402,F401  isort: skip
+from posttrain.cli import rl as _rl  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:
