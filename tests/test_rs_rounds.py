@@ -45,6 +45,7 @@ def test_two_rounds_reuse_the_workers_and_measure_the_held_out_set(tiny_model_di
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert rounds[0]["worker_pids"] == rounds[1]["worker_pids"] == rounds[2]["worker_pids"]  # started once
     assert manifest["outputs"]["final_model"] == str(out / "round_2" / "model")
+    assert (out / "model").resolve() == (out / "round_2" / "model").resolve()
     for i in (1, 2):
         folder = out / f"round_{i}"
         round_manifest = json.loads((folder / "manifest.json").read_text())

@@ -263,7 +263,7 @@ def test_task_rows_with_unknown_envs_and_wrong_kinds_are_user_errors(tmp_path: P
 
 
 def test_sample_config_errors_are_user_errors(tmp_path: Path) -> None:
-    from posttrain.stages.sample import SampleConfig, _bucket_params
+    from posttrain.stages.sample import SampleConfig, bucket_params
 
     with pytest.raises(UserError, match="set exactly one of recipe"):
         load_config(SampleConfig, None, ["model=m", "out=o", "tasks.recipe=a.yaml", "tasks.dataset=d"])
@@ -275,7 +275,7 @@ def test_sample_config_errors_are_user_errors(tmp_path: Path) -> None:
         load_config(SampleConfig, None, ["model=m", "out=o", "tasks.recipe=a.yaml", "bogus=1"])
     cfg = load_config(SampleConfig, None, ["model=m", "out=o", "tasks.recipe=a.yaml", "sampling.seed=3"])
     with pytest.raises(UserError, match=r"sampling\.seed: per-prompt seeds derive from the top-level `seed`"):
-        _bucket_params(cfg.sampling, ["math"])
+        bucket_params(cfg.sampling, ["math"])
     cfg = load_config(SampleConfig, None, ["model=m", "out=o", "tasks.recipe=a.yaml", "sampling.buckets.code.n=2"])
     with pytest.raises(UserError, match=r"sampling\.buckets: overrides for unknown bucket\(s\) code"):
-        _bucket_params(cfg.sampling, ["math"])
+        bucket_params(cfg.sampling, ["math"])

@@ -7,7 +7,7 @@
         load the new weights into the running workers (update_weights_from_path)
         measure the held-out tasks again                                          -> round_i/heldout
         round_i/manifest.json: sample metrics, SFT metrics, held-out pass@1 before and after
-    OUT/manifest.json + a summary table
+    OUT/model -> the last round's model; OUT/manifest.json + a summary table
 
 Every step resumes: sampling from its shards, SFT from its checkpoints (a finished SFT is a no-op), so a killed run
 started again with the same config continues where it stopped. Each round samples with its own seed
@@ -18,6 +18,7 @@ terms.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,19 @@ def run_rs(cfg: RSConfig, pool: RolloutPool | None = None, log: Log | None = Non
         if own_pool:
             pool.shutdown()
 
+    _link(out / "model", policy)
     manifest = {"stage": "rs", "config": cfg.model_dump(mode="json"), "inputs": {"model": str(base)},
-                "outputs": {"final_model": str(policy)}, "metrics": {"rounds": rounds}}
+                "outputs": {"final_model": str(policy), "model": "model"}, "metrics": {"rounds": rounds}}
     write_manifest(out, manifest)
     return json.loads(json.dumps(manifest))
+
+
+def _link(link: Path, target: Path) -> None:
+    """``OUT/model`` -> the last round's model, so later stages can name one folder whatever the round count."""
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()), target_is_directory=True)
+    os.replace(tmp, link)
 
 
 def _check_sft(cfg: RSConfig) -> None:

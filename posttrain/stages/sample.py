@@ -77,7 +77,7 @@ def run_sample(cfg: SampleConfig, pool: RolloutPool | None = None, log: Log | No
 
     # 1. Prompts, their sampling params (per bucket) and the batches they are cut into.
     rows, inputs = load_tasks(cfg.tasks, out / "tasks")
-    params = _bucket_params(cfg.sampling, sorted({r.bucket for r in rows}))
+    params = bucket_params(cfg.sampling, sorted({r.bucket for r in rows}))
     batches = make_batches(rows, cfg.batch_size)
     inputs[f"model:{model.name}"] = model_sha256(model)
 
@@ -96,13 +96,13 @@ def run_sample(cfg: SampleConfig, pool: RolloutPool | None = None, log: Log | No
         own_pool = pool is None
         if pool is None:
             pool = RolloutPool.from_config(model, cfg.rollout)
-        verifiers = _start_verifiers(cfg, {b.env for b in todo})
+        verifiers = start_verifiers(cfg, {b.env for b in todo})
         try:
             def generate(batch: Batch) -> list[Episode]:
-                return _generate(pool, batch, params, cfg)
+                return generate_batch(pool, batch, params, cfg)
 
             def finish(batch: Batch, episodes: list[Episode]) -> None:
-                records = _verify(verifiers[batch.env], batch, episodes)
+                records = verify_batch(verifiers[batch.env], batch, episodes)
                 store.write(batch.index, records)
                 passed = sum(s["passed"] for r in records for s in r["samples"])
                 say(f"batch {batch.index + 1}/{len(batches)} ({batch.env}, {len(batch.rows)} prompts): "
@@ -156,14 +156,15 @@ def _same_run(out: Path, manifest: dict[str, Any]) -> bool:
     return all(previous.get(k) == json.loads(json.dumps(manifest[k])) for k in ("stage", "config", "inputs", "outputs"))
 
 
-def _bucket_params(sampling: SamplingConfig, buckets: list[str]) -> dict[str, SamplingParams]:
+def bucket_params(sampling: SamplingConfig, buckets: list[str]) -> dict[str, SamplingParams]:
     sampling.check_buckets(buckets)
     if sampling.seed is not None or any(b.seed is not None for b in sampling.buckets.values()):
         raise UserError("sampling.seed: per-prompt seeds derive from the top-level `seed` key; remove sampling.seed")
     return {b: sampling.resolve(b) for b in buckets}
 
 
-def _start_verifiers(cfg: SampleConfig, envs: set[str]) -> dict[str, Any]:
+def start_verifiers(cfg: SampleConfig, envs: set[str]) -> dict[str, Any]:
+    """One VerifyPool per environment (closed again if one of them cannot start)."""
     from posttrain.verify_pool import VerifyPool
 
     verifiers: dict[str, Any] = {}
@@ -178,14 +179,16 @@ def _start_verifiers(cfg: SampleConfig, envs: set[str]) -> dict[str, Any]:
     return verifiers
 
 
-def _generate(pool: RolloutPool, batch: Batch, params: dict[str, SamplingParams], cfg: SampleConfig) -> list[Episode]:
+def generate_batch(pool: RolloutPool, batch: Batch, params: dict[str, SamplingParams],
+                   cfg: SampleConfig) -> list[Episode]:
+    """N episodes per prompt of one batch; each prompt's seed comes from the run's seed and the prompt."""
     sampling = [params[row.bucket].with_updates(seed=row_seed(cfg.seed, row)) for row in batch.rows]
     return run_episodes(pool, batch.env, [row.task for row in batch.rows], sampling,
                         max_turns=cfg.agent.max_turns, max_episode_tokens=cfg.agent.max_episode_tokens,
                         env_kwargs=cfg.envs.get(batch.env))
 
 
-def _verify(verifier: Any, batch: Batch, episodes: list[Episode]) -> list[dict[str, Any]]:
+def verify_batch(verifier: Any, batch: Batch, episodes: list[Episode]) -> list[dict[str, Any]]:
     """Verify a batch's episodes; one shard record per prompt, holding all its samples and their verdicts."""
     from posttrain.environment import VerifyResult
 
