@@ -1,0 +1,394 @@
+"""``posttrain calibrate``: make the model's confidence match its accuracy, and prove it on held-out tasks.
+
+The recipe, top to bottom:
+
+1. inputs: the model and the task rows (a task recipe or a built task dataset); the same config and inputs as a
+   finished run -> nothing to do. The rows are split once, by a seeded shuffle, into a held-out **eval** split (never
+   trained or fitted on) and a **fit** split the method learns from;
+2. workers: the rollout pool (or an engine) that writes answers, one verifier pool per environment, and the model in
+   this process that reads confidences;
+3. before: the model answers the eval split (``sampling.eval``, greedy by default), the verifiers grade the answers,
+   and the chosen elicitation reads a confidence for each;
+4. the method:
+   - ``temperature``: answers on the fit split as on the eval split; one temperature fitted on them; the model is
+     unchanged and the temperature is saved with it;
+   - ``tuning``: ``sampling.train`` answers (several per row) on the fit split, graded; a LoRA adapter trained to
+     predict the grade through p_yes with a KL penalty that keeps the answers (``posttrain.calibration.tuning``);
+     merged and saved as the candidate;
+   - ``rlcr``: the Logic track's GRPO on the fit split, rewarded by ``correct - (confidence - correct)^2`` on the
+     verbalized confidence (``posttrain.calibration.rlcr``);
+5. after: the candidate answers the eval split again (for ``temperature`` the answers are the same) and its
+   confidences are read the same way;
+6. report and guard: before/after metrics, plots, JSON and markdown under ``output_dir/report``. If accuracy fell by
+   more than ``guard.max_accuracy_drop`` the stage fails and ``output_dir`` holds the *input* model (weights
+   hard-linked or copied), as the manifest and the printed summary say; otherwise the calibrated model. Either way
+   the calibration settings (elicitation, temperature) are saved with the output model (:func:`load_calibration`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from posttrain.calibration.answers import GradedAnswer, sample_and_grade, write_answers
+from posttrain.calibration.elicit import (
+    ElicitConfig,
+    YesNoTokens,
+    p_yes_logits,
+    sequence_likelihood,
+    sigmoid,
+    verbalized_confidences,
+    yes_no_tokens,
+)
+from posttrain.calibration.tuning import TuningSettings
+from posttrain.config import Schema
+from posttrain.errors import UserError
+from posttrain.rejection.tasks import TaskRow, TasksConfig, row_seed
+from posttrain.rollout.agent_loop import AgentLoopConfig
+from posttrain.rollout.pool import RolloutConfig
+from posttrain.rollout.sampling import SamplingConfig
+from posttrain.stages.sample import VerifyConfig
+from posttrain.stages.training import LoraSettings
+
+STAGE = "calibrate"
+Method = Literal["tuning", "rlcr", "temperature"]
+Log = Callable[[str], None]
+
+
+class AnswerSampling(Schema):
+    """How answers are drawn: ``train`` for the answers the tuning methods learn from (several per row, sampled, so
+    that right and wrong answers both occur), ``eval`` for the eval split and the temperature fit (as deployed)."""
+
+    train: SamplingConfig = Field(default_factory=lambda: SamplingConfig(n=4, temperature=1.0, max_tokens=256))
+    eval: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=256))
+
+
+class GuardSettings(Schema):
+    max_accuracy_drop: float = Field(0.02, ge=-1.0, le=1.0, description="fail (keep the input model) when held-out "
+                                     "accuracy falls by more than this; a negative value demands a gain")
+
+
+class CalibrateConfig(Schema):
+    """``posttrain calibrate`` config."""
+
+    model: str = Field(description="HF model folder or known name (e.g. smollm2-135m-instruct)")
+    output_dir: Path
+    method: Method = "tuning"
+    tasks: TasksConfig
+    eval_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="share of the rows held out for the report")
+    elicitation: ElicitConfig = Field(default_factory=ElicitConfig)
+    sampling: AnswerSampling = Field(default_factory=AnswerSampling)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    agent: AgentLoopConfig = Field(default_factory=lambda: AgentLoopConfig(max_turns=1))
+    envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    tuning: TuningSettings = Field(default_factory=TuningSettings)
+    lora: LoraSettings = Field(default_factory=lambda: LoraSettings(r=8, alpha=16.0, dropout=0.0))
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+    seed: int = Field(0, description="the split and the per-row sampling seeds derive from it")
+
+    @model_validator(mode="after")
+    def _method_fits_elicitation(self) -> CalibrateConfig:
+        needs = {"tuning": "p_yes", "rlcr": "verbalized"}.get(self.method)
+        if needs and self.elicitation.method != needs:
+            raise ValueError(f"method: {self.method} trains the {needs} confidence; set elicitation.method: {needs} "
+                             f"(got {self.elicitation.method}); temperature scaling works with any elicitation")
+        for name in ("train", "eval"):
+            if getattr(self.sampling, name).seed is not None:
+                raise ValueError(f"sampling.{name}.seed: per-row seeds derive from the top-level `seed` key")
+        return self
+
+
+def run_calibrate(cfg: CalibrateConfig, *, generator: Any = None, log: Log | None = None,
+                  source: str = "config") -> dict[str, Any]:
+    """Run the stage; returns the manifest (``status`` is ``calibrated`` or ``guard_failed``). ``generator``: running
+    rollout workers or an engine holding ``cfg.model``'s weights (they end up holding the output model's); by default
+    a pool is started from ``cfg.rollout`` and shut down at the end."""
+    from posttrain.manifest import read_manifest
+    from posttrain.models.loading import load_tokenizer, resolve_model
+    from posttrain.rejection.tasks import load_tasks
+    from posttrain.stages.training import already_done, load_model, model_fingerprint, start_fresh
+
+    say = log or (lambda _msg: None)
+    out = Path(cfg.output_dir)
+    config = cfg.model_dump(mode="json")
+    started = time.perf_counter()
+
+    # 1. Inputs, and the split: eval rows never reach training or fitting.
+    model_dir = resolve_model(cfg.model, key=f"{source}: model")
+    rows, inputs = load_tasks(cfg.tasks, out / "tasks", key="tasks")
+    inputs[f"model:{model_dir}"] = model_fingerprint(model_dir)
+    if already_done(out, STAGE, config, inputs):
+        say(f"calibrate: {out} already holds this run (same config and inputs); nothing to do")
+        return read_manifest(out)
+    start_fresh(out)
+    eval_rows, fit_rows = split_rows(rows, cfg.eval_fraction, cfg.seed)
+    say(f"{len(rows)} task rows: {len(eval_rows)} held out for the report, {len(fit_rows)} for {cfg.method}")
+
+    # 2. Workers: answers come from the generator, grades from the verifiers, confidences from the model read here.
+    tokenizer = load_tokenizer(model_dir)
+    tokens = yes_no_tokens(tokenizer, cfg.elicitation.yes_words, cfg.elicitation.no_words, key="elicitation")
+    with Workers(cfg, model_dir, generator, {r.env for r in rows}) as workers:
+        reader = Reader(*load_model(model_dir), tokenizer=tokenizer, tokens=tokens)
+
+        # 3. Before: the input model's answers on the eval split, graded, with their confidences.
+        before = workers.answers(eval_rows, cfg.sampling.eval)
+        before_scores = reader.scores(before, cfg.elicitation)
+        say(f"before: accuracy {np.mean([a.passed for a in before]):.3f} on {len(before)} held-out answers")
+
+        # 4. The method, then 5. the same eval split with its result.
+        method = {"temperature": by_temperature, "tuning": by_tuning, "rlcr": by_rlcr}[cfg.method]
+        result = method(cfg, out, workers, fit_rows, eval_rows, before, before_scores, reader, say)
+
+    # 6. Report, guard, output model, manifest.
+    return finish(cfg, out, model_dir, inputs, config, before, before_scores, result, tokens,
+                  time.perf_counter() - started, say)
+
+
+# --------------------------------------------------------------------------------------------------------- workers
+class Workers:
+    """The rollout generator and one verifier pool per environment, started together and always shut down."""
+
+    def __init__(self, cfg: CalibrateConfig, model_dir: Path, generator: Any, envs: set[str]) -> None:
+        self.cfg, self.model_dir, self.envs = cfg, model_dir, sorted(envs)
+        self.generator, self.own_generator = generator, generator is None
+        self.verifiers: dict[str, Any] = {}
+
+    def __enter__(self) -> Workers:
+        from posttrain.rollout.pool import RolloutPool
+        from posttrain.verify_pool import VerifyPool
+
+        try:
+            for env in self.envs:
+                self.verifiers[env] = VerifyPool(env, workers=self.cfg.verify.workers,
+                                                 max_in_flight=self.cfg.verify.max_in_flight,
+                                                 timeout_s=self.cfg.verify.timeout_s,
+                                                 env_kwargs=self.cfg.envs.get(env))
+            if self.generator is None:
+                self.generator = RolloutPool.from_config(self.model_dir, self.cfg.rollout)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for verifier in self.verifiers.values():
+            verifier.close()
+        if self.own_generator and self.generator is not None:
+            self.generator.shutdown()
+
+    def answers(self, rows: list[TaskRow], sampling: SamplingConfig) -> list[GradedAnswer]:
+        cfg = self.cfg
+        sampling.check_buckets({r.bucket for r in rows}, source="sampling")
+        params = [sampling.resolve(r.bucket).with_updates(seed=row_seed(cfg.seed, r)) for r in rows]
+        instruction = cfg.elicitation.verbalized_instruction if cfg.elicitation.method == "verbalized" else None
+        return sample_and_grade(self.generator, rows, params, self.verifiers, agent=cfg.agent, env_kwargs=cfg.envs,
+                                instruction=instruction)
+
+    def load_weights(self, folder: Path) -> None:
+        self.generator.update_weights_from_path(folder)
+
+
+def split_rows(rows: list[TaskRow], eval_fraction: float, seed: int) -> tuple[list[TaskRow], list[TaskRow]]:
+    """(eval, fit): a seeded shuffle by row id and position, so the split does not depend on row order elsewhere."""
+    n_eval = max(1, round(len(rows) * eval_fraction))
+    if n_eval >= len(rows):
+        raise UserError(f"eval_fraction={eval_fraction} of {len(rows)} task rows leaves no rows to calibrate on; "
+                        "give more rows or a smaller eval_fraction")
+
+    def key(row: TaskRow) -> str:
+        return hashlib.sha256(f"{seed}:split:{row.index}:{row.id}".encode()).hexdigest()
+
+    order = sorted(rows, key=key)
+    held = {r.index for r in order[:n_eval]}
+    return [r for r in rows if r.index in held], [r for r in rows if r.index not in held]
+
+
+# ----------------------------------------------------------------------------------------------------------- methods
+@dataclass
+class Reader:
+    """The model in this process that confidences are read from (p_yes), and what it needs."""
+
+    model: Any
+    stored_dtype: Any  # the dtype the model folder stores its weights in (a tuned model is saved in it too)
+    tokenizer: Any
+    tokens: YesNoTokens
+
+    def scores(self, answers: list[GradedAnswer], cfg: ElicitConfig) -> Scores:
+        return elicit(answers, cfg, self.model, self.tokenizer, self.tokens)
+
+
+@dataclass
+class MethodResult:
+    after: list[GradedAnswer]  # the eval split answered by the result (the same answers when the model is unchanged)
+    after_scores: Scores
+    candidate: Path | None  # the calibrated model's folder; None when the weights do not change
+    temperature: float  # to apply to the elicited score at inference (1.0: none)
+    details: dict[str, Any]
+
+
+def by_temperature(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[TaskRow],
+                   eval_rows: list[TaskRow], before: list[GradedAnswer], before_scores: Scores, reader: Reader,
+                   say: Log) -> MethodResult:
+    """One temperature, fitted on the fit split's answers (drawn as on the eval split); the weights stay."""
+    from posttrain.calibration.temperature import apply_temperature, fit_temperature
+
+    fit_answers = workers.answers(fit_rows, cfg.sampling.eval)
+    fit_scores = reader.scores(fit_answers, cfg.elicitation)
+    write_answers(out / "report" / "answers_fit.jsonl", fit_answers, {"confidence": fit_scores.confidences})
+    fit = fit_temperature(fit_scores.raw, [a.passed for a in fit_answers], from_logits=fit_scores.are_logits,
+                          where="fit split")
+    say(f"fitted temperature {fit.temperature:.4f} on {len(fit_answers)} answers (NLL {fit.nll_before:.4f} -> "
+        f"{fit.nll_after:.4f})")
+    scaled = apply_temperature(before_scores.raw, fit.temperature, from_logits=before_scores.are_logits)
+    after_scores = Scores(scaled, before_scores.raw, before_scores.are_logits, before_scores.stats)
+    return MethodResult(before, after_scores, None, fit.temperature,
+                        {"temperature_fit": fit.to_dict(), "fit_answers": len(fit_answers),
+                         "elicitation_fit": fit_scores.stats})
+
+
+def by_tuning(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[TaskRow], eval_rows: list[TaskRow],
+              before: list[GradedAnswer], before_scores: Scores, reader: Reader, say: Log) -> MethodResult:
+    """Graded samples on the fit split -> a LoRA trained to predict the grade through p_yes, merged -> the eval
+    split answered and read again by the merged model."""
+    from posttrain.calibration.tuning import Example, make_trainer
+    from posttrain.stages.reporting import training_metrics
+    from posttrain.stages.training import fit, load_model, save_model
+
+    answers = [a for a in workers.answers(fit_rows, cfg.sampling.train) if a.answered]
+    examples = [Example(a.messages, a.passed, a.tools or None) for a in answers]
+    write_answers(out / "report" / "answers_train.jsonl", answers)
+    say(f"tuning on {len(examples)} graded answers ({sum(e.correct for e in examples)} correct)")
+    trainer, counts = make_trainer(reader.model, reader.tokenizer, examples, reader.tokens, cfg.elicitation.query,
+                                   cfg.tuning, cfg.lora, out / "work")
+    result, _ = fit(trainer, out / "work", resume=False)
+    candidate = out / "candidate"
+    save_model(trainer, candidate, reader.tokenizer, cfg.lora.model_copy(update={"merge": True}), reader.stored_dtype)
+    training = {**training_metrics(result, {}, trainer.state.log_history, trainer.state.global_step), **counts}
+    del trainer
+
+    workers.load_weights(candidate)
+    tuned, _ = load_model(candidate)  # the saved artifact (in its stored dtype) is what gets judged
+    after = workers.answers(eval_rows, cfg.sampling.eval)
+    after_scores = Reader(tuned, reader.stored_dtype, reader.tokenizer, reader.tokens).scores(after, cfg.elicitation)
+    return MethodResult(after, after_scores, candidate, 1.0, {"training": training, "train_answers": len(answers)})
+
+
+def by_rlcr(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[TaskRow], eval_rows: list[TaskRow],
+            before: list[GradedAnswer], before_scores: Scores, reader: Reader, say: Log) -> MethodResult:
+    raise UserError("method: rlcr is not available yet (it needs the Logic track's GRPO trainer)")
+
+
+# -------------------------------------------------------------------------------------------------------- elicitation
+class Scores:
+    """Confidences in [0, 1] for a list of answers, the raw scores temperature scaling works on (p_yes logits, or
+    the confidences themselves) and counts worth reporting (e.g. unparseable verbalized confidences)."""
+
+    def __init__(self, confidences: np.ndarray, raw: np.ndarray, are_logits: bool, stats: dict[str, Any]) -> None:
+        self.confidences, self.raw, self.are_logits, self.stats = confidences, raw, are_logits, stats
+
+
+def elicit(answers: list[GradedAnswer], cfg: ElicitConfig, model: Any, tokenizer: Any, tokens: YesNoTokens) -> Scores:
+    """The configured elicitation on every answer. Answers the model never gave (an environment failed at reset)
+    have nothing to be confident about: they get confidence 0 and are counted."""
+    n = len(answers)
+    given = [i for i, a in enumerate(answers) if a.answered]
+    stats: dict[str, Any] = {"answers": n, "no_answer": n - len(given)}
+    raw = np.zeros(n) if cfg.method != "p_yes" else np.full(n, -30.0)
+    if cfg.method == "p_yes":
+        raw[given] = p_yes_logits(model, tokenizer, [answers[i].messages for i in given], config=cfg,
+                                  tools=[answers[i].tools or None for i in given], tokens=tokens)
+        return Scores(sigmoid(raw), raw, True, stats)
+    if cfg.method == "verbalized":
+        conf, parsed = verbalized_confidences([answers[i].answer_text for i in given], cfg.verbalized_fallback)
+        raw[given] = conf
+        stats.update(parsed=int(parsed.sum()), unparseable=int((~parsed).sum()), fallback=cfg.verbalized_fallback)
+        return Scores(raw.copy(), raw, False, stats)
+    missing = 0
+    for i in given:
+        value = sequence_likelihood(answers[i].logprobs)
+        missing += value is None
+        raw[i] = 0.0 if value is None else value
+    stats.update(no_logprobs=missing)
+    return Scores(raw.copy(), raw, False, stats)
+
+
+# ------------------------------------------------------------------------------------------------------------ finish
+def finish(cfg: CalibrateConfig, out: Path, model_dir: Path, inputs: dict[str, str], config: dict[str, Any],
+           before: list[GradedAnswer], before_scores: Scores, result: MethodResult, tokens: YesNoTokens,
+           seconds: float, say: Log) -> dict[str, Any]:
+    """Report + guard; the output model (candidate or input) with its calibration settings; the manifest."""
+    import shutil
+
+    from posttrain.calibration.outputs import (
+        accuracy_guard,
+        clear_model_files,
+        model_hashes,
+        place_model,
+        save_calibration_settings,
+        write_report,
+    )
+    from posttrain.calibration.report import calibration_report, comparison_table
+    from posttrain.manifest import read_manifest, write_manifest
+    from posttrain.stages.reporting import print_summary
+
+    after, after_scores = result.after, result.after_scores
+    y_before = np.array([a.passed for a in before], dtype=np.float64)
+    y_after = np.array([a.passed for a in after], dtype=np.float64)
+    report_before = calibration_report(before_scores.confidences, y_before, where="eval split (before)")
+    report_after = calibration_report(after_scores.confidences, y_after, where="eval split (after)")
+    guard = accuracy_guard(report_before, report_after, cfg.guard.max_accuracy_drop)
+
+    if after is before:  # same answers, rescaled confidences
+        write_answers(out / "report" / "answers_eval.jsonl", before,
+                      {"confidence_before": before_scores.confidences, "confidence_after": after_scores.confidences})
+    else:
+        write_answers(out / "report" / "answers_eval_before.jsonl", before, {"confidence": before_scores.confidences})
+        write_answers(out / "report" / "answers_eval_after.jsonl", after, {"confidence": after_scores.confidences})
+    details = {"method": cfg.method, "elicitation": cfg.elicitation.method,
+               "elicitation_before": before_scores.stats, "elicitation_after": after_scores.stats, **result.details}
+    report_files = write_report(out / "report", report_before, report_after, (before_scores.confidences, y_before),
+                                (after_scores.confidences, y_after), guard, details,
+                                title=f"{cfg.method} ({cfg.elicitation.method})")
+
+    # The output model: the candidate when the guard passed, else the input model (also when weights never change).
+    clear_model_files(out)
+    if guard.passed and result.candidate is not None:
+        weights = place_model(result.candidate, out, move=True)
+        output_model = "calibrated model"
+    else:
+        weights = place_model(model_dir, out, move=False)
+        output_model = ("INPUT model kept: the accuracy guard failed and the calibrated candidate was discarded"
+                        if not guard.passed else "input model weights with the fitted temperature")
+    if result.candidate is not None and result.candidate.exists():
+        shutil.rmtree(result.candidate)
+    if (out / "work").is_dir():
+        shutil.rmtree(out / "work")
+    save_calibration_settings(out, {
+        "calibrated": guard.passed, "method": cfg.method, "elicitation": cfg.elicitation.model_dump(mode="json"),
+        "tokens": tokens.to_dict(), "temperature": result.temperature if guard.passed else 1.0,
+        "scores_are_logits": before_scores.are_logits})
+
+    status = "calibrated" if guard.passed else "guard_failed"
+    metrics = {"status": status, "output_model": output_model, "weights": weights, "guard": guard.to_dict(),
+               "before": report_before.to_dict(), "after": report_after.to_dict(), "seconds": round(seconds, 1),
+               **{k: v for k, v in details.items() if k not in ("method", "elicitation")}}
+    manifest = {"stage": STAGE, "status": status, "output_model": output_model, "config": config, "inputs": inputs,
+                "outputs": {**model_hashes(out), **{f"report/{k}": v for k, v in report_files.items()}},
+                "metrics": metrics}
+    write_manifest(out, manifest)
+
+    say(comparison_table(report_before, report_after))
+    say(guard.describe())
+    print_summary("calibrate", out, {"status": status, "output model": output_model, "weights": weights,
+                                     "ECE before": report_before.ece, "ECE after": report_after.ece,
+                                     "accuracy before": report_before.accuracy,
+                                     "accuracy after": report_after.accuracy, "report": str(out / "report")})
+    return read_manifest(out)  # as written (with versions), the same a no-op re-run returns
