@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from posttrain.stages.reporting import console
@@ -26,6 +27,13 @@ class EvalProgress:
             self.bar.start()
             self.task = self.bar.add_task("eval", total=self.total, info="")
         return self
+
+    def note(self, message: str) -> None:
+        """A message that does not break the live bar (printed above it)."""
+        if self.bar is not None:
+            self.bar.console.print(escape(message), highlight=False)
+        else:
+            self.say(message)
 
     def working_on(self, label: str) -> None:
         if self.bar is not None:

@@ -34,6 +34,7 @@ from posttrain.rejection.overlap import run_overlapped
 from posttrain.rejection.shards import fingerprint
 from posttrain.rejection.tasks import Batch, TaskRow, load_tasks, make_batches, row_seed
 from posttrain.rollout.agent_loop import run_episodes
+from posttrain.rollout.sampling import SamplingParams
 from posttrain.stages.sample import model_sha256, start_verifiers, verify_batch
 from posttrain.stages.training import already_done
 
@@ -58,6 +59,18 @@ class Job:
         if self.batch is None:
             return f"{self.model} · chat answers"
         return f"{self.model} · {self.set} {self.kind} · {self.batch.env} batch {self.batch.index + 1}"
+
+
+@dataclass
+class Plan:
+    """What the generation step needs: model folders, sampling per mode and bucket, chat prompts, each model's
+    fingerprint (its part's name tag) and the jobs still to run."""
+
+    models: dict[str, Path]
+    params: dict[str, dict[str, SamplingParams]]
+    chat_prompts: list[dict[str, Any]]
+    prints: dict[str, str]
+    jobs: list[Job]
 
 
 def run_eval(cfg: EvalConfig, source: str = "config", log: Log | None = None, workers: Any = None,
@@ -102,39 +115,38 @@ def run_eval(cfg: EvalConfig, source: str = "config", log: Log | None = None, wo
     prints = {name: fingerprint({**decides, "model": inputs[f"model:{name}"]}) for name in models}
     parts = {name: read_part(out / "parts" / name, prints[name]) if cfg.resume else None for name in models}
     order = load_order(models, Path(workers.model_path) if workers is not None else None)
-    jobs = _plan(cfg, order, reference, sets, [n for n in order if parts[n] is None])
+    plan = Plan(models, params, chat_prompts, prints, _jobs(cfg, order, sets, [n for n in order if parts[n] is None]))
     reused = [n for n in models if parts[n] is not None]
     if reused:
         say(f"reusing the samples of {', '.join(reused)} from an earlier run")
 
     # 3. Generate (one model after another, weights switched in place) and verify, overlapped.
     chat_scorer = scorer
-    if cfg.chat is not None and chat_scorer is None:
+    if cfg.chat is not None and chat_scorer is None:  # opened first: a bad reward-model folder fails before any work
         from posttrain.preference.scorers import open_scorer
 
         chat_scorer = open_scorer(cfg.chat.scorer, key=f"{source}: chat.scorer")
     loaded: dict[str, str] = {name: "earlier run" for name in reused}
     seconds: dict[str, float] = {}
     try:
-        if jobs:
-            _generate_all(cfg, jobs, models, sets, params, chat_prompts, parts, prints, loaded, seconds, workers,
-                          out, say)
+        if plan.jobs:
+            loaded, seconds = _generate_all(cfg, plan, parts, workers, out, say)
+            loaded.update((name, "earlier run") for name in reused)
+        done = {name: part for name, part in parts.items() if part is not None}
+        assert len(done) == len(parts), "every model's part is finished here"
 
-        # 4. Metrics per model and set; the chat answers scored and compared with the reference's.
-        results: dict[str, Any] = {}
-        for name in cfg.models:
-            part = parts[name]
-            assert part is not None
-            results[name] = {"path": str(models[name]), "sha256": inputs[f"model:{name}"],
-                             "loaded": loaded.get(name), "generate_s": seconds.get(name),
-                             "sets": {s: set_metrics([x for x in part.samples if x["set"] == s], ks) for s in sets}}
+        # 4. Metrics per model and set; every model's chat answers scored and compared with the reference's.
+        results = {name: {"path": str(models[name]), "sha256": inputs[f"model:{name}"], "loaded": loaded.get(name),
+                          "generate_s": seconds.get(name),
+                          "sets": {s: set_metrics([x for x in done[name].samples if x["set"] == s], ks) for s in sets}}
+                   for name in cfg.models}
         chat_records: list[dict[str, Any]] = []
         if cfg.chat is not None:
-            assert reference is not None and chat_scorer is not None
-            answers = {n: p.answers for n in [*cfg.models, REFERENCE] if (p := parts.get(n)) is not None}
-            say(f"scoring {len(chat_prompts)} chat answers of {len(answers)} model(s) ({cfg.chat.scorer.kind})")
-            chat_results, chat_records = compare(chat_scorer, chat_prompts, answers, reference,
-                                                 cfg.chat.tie_tolerance)
+            assert reference is not None
+            say(f"scoring the chat answers of {len(done)} model(s) to {len(chat_prompts)} prompts "
+                f"({cfg.chat.scorer.kind.replace('_', ' ')})")
+            chat_results, chat_records = compare(chat_scorer, chat_prompts, {n: p.answers for n, p in done.items()},
+                                                 reference, cfg.chat.tie_tolerance)
             for name in cfg.models:
                 results[name]["chat"] = chat_results[name]
             chat_stats.update(reference=cfg.chat.reference, reference_mean_score=chat_results[reference]["mean_score"],
@@ -143,19 +155,18 @@ def run_eval(cfg: EvalConfig, source: str = "config", log: Log | None = None, wo
         if chat_scorer is not None and scorer is None:
             chat_scorer.close()
 
-    # 5. The table and every output file, then the manifest.
+    # 5. The table, the files, the manifest.
     columns, rows = comparison(results, ks)
     metrics = {"models": results, "columns": columns, "rows": rows, "chat": chat_stats or None,
                "sets": {s: {"prompts": len(r), "buckets": sorted({x.bucket for x in r}),
                             "envs": sorted({x.env for x in r})} for s, (r, _) in sets.items()},
                "pass_at_k": {"n": cfg.pass_at_k.n, "k": ks} if cfg.pass_at_k else None}
     out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "samples.jsonl", [s for n in cfg.models for s in parts[n].samples] + chat_records)  # type: ignore[union-attr]
+    write_jsonl(out / "samples.jsonl", [s for name in cfg.models for s in done[name].samples] + chat_records)
     write_json(out / "results.json", metrics)
     (out / "results.md").write_text(_report(cfg, columns, rows, metrics), encoding="utf-8")
     outputs = {f: file_sha256(out / f) for f in ("results.json", "results.md", "samples.jsonl")}
-    manifest = {"stage": STAGE, "config": config, "inputs": inputs, "outputs": outputs, "metrics": metrics}
-    write_manifest(out, manifest)
+    write_manifest(out, {"stage": STAGE, "config": config, "inputs": inputs, "outputs": outputs, "metrics": metrics})
     say(f"wrote {out / 'results.md'}")
     return read_manifest(out)
 
@@ -174,7 +185,7 @@ def _reference(cfg: EvalConfig, models: dict[str, Path], inputs: dict[str, str],
     return REFERENCE
 
 
-def _plan(cfg: EvalConfig, order: list[str], reference: str | None, sets: dict[str, tuple[list[TaskRow], Any]],
+def _jobs(cfg: EvalConfig, order: list[str], sets: dict[str, tuple[list[TaskRow], Any]],
           todo: list[str]) -> list[Job]:
     """Every generate call still needed, model after model in ``order``; the internal reference answers chat only."""
     jobs: list[Job] = []
@@ -191,20 +202,24 @@ def _plan(cfg: EvalConfig, order: list[str], reference: str | None, sets: dict[s
     return jobs
 
 
-def _generate_all(cfg: EvalConfig, jobs: list[Job], models: dict[str, Path], sets: dict[str, Any],
-                  params: dict[str, Any], chat_prompts: list[dict[str, Any]], parts: dict[str, Part | None],
-                  prints: dict[str, str], loaded: dict[str, str], seconds: dict[str, float], pool: Any, out: Path,
-                  say: Log) -> None:
+def _generate_all(cfg: EvalConfig, plan: Plan, parts: dict[str, Part | None], pool: Any, out: Path,
+                  say: Log) -> tuple[dict[str, str], dict[str, float]]:
     """Run every job: generation in this thread (switching models as the jobs do), verification and the writing of
-    finished parts in the background, so batch i is verified while batch i+1 generates."""
+    finished parts in the background, so batch i is verified while batch i+1 generates. Returns how each model got
+    into the workers ("weights" or "started") and its generation seconds."""
     from posttrain.models.loading import load_tokenizer
 
-    workers = ModelWorkers(cfg.rollout, pool=pool, log=say)
-    envs = {b.env for job in jobs if job.batch is not None for b in [job.batch]}
-    verifiers = start_verifiers(cfg, envs) if envs else {}  # same verify/envs keys as SampleConfig
+    jobs, models, params = plan.jobs, plan.models, plan.params
+    loaded: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    envs = {job.batch.env for job in jobs if job.batch is not None}
+    # start_verifiers reads only the `verify` and `envs` sections, which EvalConfig shares with SampleConfig
+    verifiers = start_verifiers(cfg, envs) if envs else {}  # type: ignore[arg-type]
     building = {job.model: Part() for job in jobs}
+    progress = EvalProgress(len(jobs), say)
+    workers = ModelWorkers(cfg.rollout, pool=pool, log=progress.note)
     try:
-        with EvalProgress(len(jobs), say) as progress:
+        with progress:
             def generate(job: Job) -> Any:
                 progress.working_on(job.label)
                 started = time.perf_counter()
@@ -212,7 +227,7 @@ def _generate_all(cfg: EvalConfig, jobs: list[Job], models: dict[str, Path], set
                 loaded.setdefault(job.model, how)
                 if job.batch is None:
                     assert cfg.chat is not None
-                    result = answer_prompts(pool, load_tokenizer(models[job.model]), chat_prompts,
+                    result = answer_prompts(pool, load_tokenizer(models[job.model]), plan.chat_prompts,
                                             cfg.chat.sampling, cfg.seed)
                 else:
                     seed = cfg.seed + (PASS_AT_K_SEED if job.kind == PASS_AT_K else 0)
@@ -236,7 +251,7 @@ def _generate_all(cfg: EvalConfig, jobs: list[Job], models: dict[str, Path], set
                     note = f"{sum(s['passed'] for s in samples)}/{len(samples)} passed"
                 progress.finished(f"{job.label}: {note}")
                 if job.last:
-                    write_part(out / "parts" / job.model, prints[job.model], part)
+                    write_part(out / "parts" / job.model, plan.prints[job.model], part)
                     parts[job.model] = part
 
             run_overlapped(jobs, generate, finish)
@@ -244,7 +259,9 @@ def _generate_all(cfg: EvalConfig, jobs: list[Job], models: dict[str, Path], set
         for verifier in verifiers.values():
             verifier.close()
         workers.close()
-    say(f"rollout workers started {workers.starts} time(s); {workers.weight_updates} model(s) loaded by weight update")
+    say(f"rollout workers started {workers.starts} time(s); {workers.weight_updates} model(s) loaded by weight "
+        "update")
+    return loaded, seconds
 
 
 def _sample_rows(job: Job, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
