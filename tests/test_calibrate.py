@@ -18,7 +18,7 @@ import torch
 
 import posttrain.cli.calibrate  # noqa: F401  registers `posttrain calibrate` on the app
 from posttrain.calibration.elicit import ElicitConfig, p_yes_logits, sigmoid, yes_no_tokens
-from posttrain.config import load_config
+from posttrain.config import load_config, validate
 from posttrain.errors import UserError
 from posttrain.manifest import file_sha256
 from posttrain.stages.calibrate import CalibrateConfig, run_calibrate
@@ -299,12 +299,28 @@ def test_every_elicitation_on_graded_answers(engine, always4_dir, tasks_dir) -> 
     (["sampling.eval.seed=3"], "sampling.eval.seed: per-row seeds derive from the top-level `seed` key"),
     (["tuning.kl_coef=-1"], "tuning.kl_coef"),
     (["guard.tolerance=0.1"], "guard.tolerance: unknown key; expected one of: max_accuracy_drop"),
+    (["generate.env=math", "generate.n=10"], "set exactly one of tasks"),
 ])
 def test_bad_configs_are_user_errors(overrides, message, tmp_path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("model: m\noutput_dir: out\ntasks: {dataset: d}\n")
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(CalibrateConfig, config, overrides)
+
+
+def test_tasks_from_an_environment_generator(tmp_path) -> None:
+    from envs.math.tasks import generate_tasks
+    from posttrain.stages.calibrate import load_rows
+
+    cfg = CalibrateConfig.model_validate({"model": "m", "output_dir": str(tmp_path), "method": "temperature",
+                                          "generate": {"env": "math", "n": 10, "seed": 3}})
+    rows, inputs = load_rows(cfg, tmp_path)
+    assert [r.id for r in rows] == [t["id"] for t in generate_tasks(10, 3)]
+    assert {(r.env, r.bucket) for r in rows} == {("math", "math")}
+    assert list(inputs) == ["tasks:generated:math:seed=3:n=10"]
+    assert load_rows(cfg, tmp_path)[1] == inputs  # deterministic, so a re-run is recognised as the same input
+    with pytest.raises(UserError, match="set exactly one of tasks"):
+        validate(CalibrateConfig, {"model": "m", "output_dir": "o"}, "c.yaml")
 
 
 def test_bad_inputs_fail_before_any_worker_starts(always4_dir, tasks_dir, tmp_path, built_dataset_writer) -> None:

@@ -28,6 +28,7 @@ The recipe, top to bottom:
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,14 @@ class AnswerSampling(Schema):
     eval: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=256))
 
 
+class GeneratedTasks(Schema):
+    """Tasks drawn from an environment's own seeded generator (``posttrain envs generate``, without the files)."""
+
+    env: str = Field(description="environment name, module or path (e.g. math)")
+    n: int = Field(ge=2, description="how many tasks; eval_fraction of them are held out")
+    seed: int = 0
+
+
 class GuardSettings(Schema):
     max_accuracy_drop: float = Field(0.02, ge=-1.0, le=1.0, description="fail (keep the input model) when held-out "
                                      "accuracy falls by more than this; a negative value demands a gain")
@@ -81,7 +90,8 @@ class CalibrateConfig(Schema):
     model: str = Field(description="HF model folder or known name (e.g. smollm2-135m-instruct)")
     output_dir: Path
     method: Method = "tuning"
-    tasks: TasksConfig
+    tasks: TasksConfig | None = Field(None, description="a task recipe or a built task dataset ...")
+    generate: GeneratedTasks | None = Field(None, description="... or tasks from an environment's generator")
     eval_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="share of the rows held out for the report")
     elicitation: ElicitConfig = Field(default_factory=ElicitConfig)
     sampling: AnswerSampling = Field(default_factory=AnswerSampling)
@@ -95,7 +105,9 @@ class CalibrateConfig(Schema):
     seed: int = Field(0, description="the split and the per-row sampling seeds derive from it")
 
     @model_validator(mode="after")
-    def _method_fits_elicitation(self) -> CalibrateConfig:
+    def _consistent(self) -> CalibrateConfig:
+        if (self.tasks is None) == (self.generate is None):
+            raise ValueError("set exactly one of tasks (a task recipe or built dataset) or generate (env, n, seed)")
         needs = {"tuning": "p_yes", "rlcr": "verbalized"}.get(self.method)
         if needs and self.elicitation.method != needs:
             raise ValueError(f"method: {self.method} trains the {needs} confidence; set elicitation.method: {needs} "
@@ -113,7 +125,6 @@ def run_calibrate(cfg: CalibrateConfig, *, generator: Any = None, log: Log | Non
     a pool is started from ``cfg.rollout`` and shut down at the end."""
     from posttrain.manifest import read_manifest
     from posttrain.models.loading import load_tokenizer, resolve_model
-    from posttrain.rejection.tasks import load_tasks
     from posttrain.stages.training import already_done, load_model, model_fingerprint, start_fresh
 
     say = log or (lambda _msg: None)
@@ -123,7 +134,7 @@ def run_calibrate(cfg: CalibrateConfig, *, generator: Any = None, log: Log | Non
 
     # 1. Inputs, and the split: eval rows never reach training or fitting.
     model_dir = resolve_model(cfg.model, key=f"{source}: model")
-    rows, inputs = load_tasks(cfg.tasks, out / "tasks", key="tasks")
+    rows, inputs = load_rows(cfg, out)
     inputs[f"model:{model_dir}"] = model_fingerprint(model_dir)
     if already_done(out, STAGE, config, inputs):
         say(f"calibrate: {out} already holds this run (same config and inputs); nothing to do")
@@ -194,6 +205,27 @@ class Workers:
 
     def load_weights(self, folder: Path) -> None:
         self.generator.update_weights_from_path(folder)
+
+
+def load_rows(cfg: CalibrateConfig, out: Path) -> tuple[list[TaskRow], dict[str, str]]:
+    """The task rows and the input hashes to record: from the recipe/dataset, or from the environment's generator
+    (each task's environment is the one named in ``generate.env``, which verifies it)."""
+    from posttrain.environment import make_env
+    from posttrain.rejection.tasks import load_tasks
+
+    if cfg.tasks is not None:
+        return load_tasks(cfg.tasks, out / "tasks", key="tasks")
+    gen = cfg.generate
+    env = make_env(gen.env, **cfg.envs.get(gen.env, {}))
+    try:
+        tasks = list(env.generate_tasks(gen.n, gen.seed))
+    finally:
+        env.close()
+    source = f"generated:{gen.env}:seed={gen.seed}"
+    rows = [TaskRow(index=i, id=str(t.get("id", i)), bucket=gen.env, source=source, env=gen.env, task=t)
+            for i, t in enumerate(tasks)]
+    digest = hashlib.sha256(json.dumps(tasks, sort_keys=True).encode()).hexdigest()
+    return rows, {f"tasks:{source}:n={gen.n}": digest}
 
 
 def split_rows(rows: list[TaskRow], eval_fraction: float, seed: int) -> tuple[list[TaskRow], list[TaskRow]]:
