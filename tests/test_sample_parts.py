@@ -228,6 +228,9 @@ def test_shipped_task_recipes_load_and_batch_by_env(tmp_path: Path) -> None:
     assert [len(b.rows) for b in batches] == [10, 10, 10, 2, 10, 10, 10, 2]
     assert all(len({r.env for r in b.rows}) == 1 for b in batches)
     assert sorted(r.index for b in batches for r in b.rows) == list(range(64))
+    from_folder, folder_inputs = load_tasks(TasksConfig(dataset=str(tmp_path / "train")), tmp_path / "unused")
+    assert [(r.id, r.env, r.task) for r in from_folder] == [(r.id, r.env, r.task) for r in rows]
+    assert folder_inputs == inputs and not (tmp_path / "unused").exists()
     seeds = [row_seed(0, r) for r in rows]
     assert len(set(seeds)) == 64 and seeds == [row_seed(0, r) for r in rows] and seeds != [row_seed(1, r) for r in rows]
 

@@ -95,6 +95,7 @@ def run_sample(cfg: SampleConfig, pool: RolloutPool | None = None, log: Log | No
     if todo:
         own_pool = pool is None
         if pool is None:
+            say(f"starting {cfg.rollout.num_workers} {cfg.rollout.engine} rollout worker(s) for {model}")
             pool = RolloutPool.from_config(model, cfg.rollout)
         verifiers = start_verifiers(cfg, {b.env for b in todo})
         try:
