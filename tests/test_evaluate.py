@@ -17,7 +17,6 @@ import pytest
 
 from posttrain.config import load_config
 from posttrain.environment import Trajectory, make_env
-from posttrain.evaluation.metrics import set_metrics
 from posttrain.preference.winrate import win_rate
 from posttrain.rejection.metrics import pass_at_k
 from posttrain.stages.evaluate import EvalConfig, run_eval
@@ -285,21 +284,3 @@ def test_rerun_is_a_no_op_and_a_new_model_reuses_the_others(evaluated, tiny_mode
         "sft": "earlier run", "chat": "earlier run", "small": "earlier run", "sft_copy": "weights"}
     assert result["sft_copy"]["sets"] == result["sft"]["sets"]  # greedy + the same seeds: the same numbers
     assert result["sft_copy"]["chat"]["rate"] == 0.5
-
-
-def test_pass_at_k_on_known_counts() -> None:
-    from math import comb
-
-    # one bucket, four prompts with 0, 1, 3 and 5 of 5 samples passing, and their greedy answers
-    counts = [0, 1, 3, 5]
-    samples = [{"mode": "pass@k", "bucket": "b", "index": i, "passed": j < c, "reasons": []}
-               for i, c in enumerate(counts) for j in range(5)]
-    samples += [{"mode": "accuracy", "bucket": "b", "index": i, "passed": i >= 2, "reasons": [] if i >= 2 else
-                 ["wrong_answer:12"]} for i in range(4)]
-    m = set_metrics(samples, [1, 2, 5])["buckets"]["b"]
-    for k in (1, 2, 5):
-        expected = sum(1 - comb(5 - c, k) / comb(5, k) for c in counts) / 4
-        assert m["pass@k"][f"pass@{k}"] == pytest.approx(expected, abs=1e-6)
-    assert m["pass@k"]["pass@1"] == pytest.approx((0 + 0.2 + 0.6 + 1) / 4)
-    assert m["pass@k"]["pass@5"] == 0.75 and m["pass@k"]["samples"] == 20 and m["pass@k"]["passed"] == 9
-    assert m["accuracy"] == 0.5 and m["failures"] == {"wrong_answer": 2} and m["prompts"] == 4

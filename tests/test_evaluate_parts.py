@@ -14,6 +14,7 @@ import pytest
 from posttrain.config import load_config
 from posttrain.errors import UserError
 from posttrain.evaluation.chat import compare
+from posttrain.evaluation.metrics import set_metrics
 from posttrain.evaluation.table import comparison, markdown
 from posttrain.evaluation.workers import architecture_key, load_order
 from posttrain.stages.evaluate import EvalConfig, run_eval
@@ -67,6 +68,24 @@ def test_win_rate_counts_ties_half_and_leaves_out_what_cannot_be_scored() -> Non
     # a tolerance turns close scores into ties
     tolerant, _ = compare(LengthScorer(), prompts, {"sft": reference, "dpo": model}, "sft", tie_tolerance=1.0)
     assert (tolerant["dpo"]["wins"], tolerant["dpo"]["ties"], tolerant["dpo"]["losses"]) == (1, 3, 0)
+
+
+def test_pass_at_k_on_known_counts() -> None:
+    from math import comb
+
+    # one bucket, four prompts with 0, 1, 3 and 5 of 5 samples passing, and their greedy answers
+    counts = [0, 1, 3, 5]
+    samples = [{"mode": "pass@k", "bucket": "b", "index": i, "passed": j < c, "reasons": []}
+               for i, c in enumerate(counts) for j in range(5)]
+    samples += [{"mode": "accuracy", "bucket": "b", "index": i, "passed": i >= 2, "reasons": [] if i >= 2 else
+                 ["wrong_answer:12"]} for i in range(4)]
+    m = set_metrics(samples, [1, 2, 5])["buckets"]["b"]
+    for k in (1, 2, 5):
+        expected = sum(1 - comb(5 - c, k) / comb(5, k) for c in counts) / 4
+        assert m["pass@k"][f"pass@{k}"] == pytest.approx(expected, abs=1e-6)
+    assert m["pass@k"]["pass@1"] == pytest.approx((0 + 0.2 + 0.6 + 1) / 4)
+    assert m["pass@k"]["pass@5"] == 0.75 and m["pass@k"]["samples"] == 20 and m["pass@k"]["passed"] == 9
+    assert m["accuracy"] == 0.5 and m["failures"] == {"wrong_answer": 2} and m["prompts"] == 4
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +209,17 @@ def test_bad_inputs_fail_before_any_worker_starts(tmp_path: Path, tiny_model_dir
     chat = f"{{prompts: {tmp_path / 'missing.yaml'}, scorer: {{reward_model: {tiny_model_dir}}}}}"
     with pytest.raises(UserError, match=r"eval.yaml: chat.prompts: recipe file not found"):
         _run(tmp_path, tiny_model_dir, f"chat={chat}")
+    chat = f"{{prompts: {PREFERENCE_TINY}, held_out_fraction: 0.0001, scorer: {{reward_model: {tiny_model_dir}}}}}"
+    with pytest.raises(UserError, match=r"eval.yaml: chat.prompts: no prompts left to compare \(\d+ read, 0 held out"):
+        _run(tmp_path, tiny_model_dir, f"chat={chat}")
     assert not (tmp_path / "out" / "parts").exists() and not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_shipped_config_is_valid() -> None:
+    cfg = load_config(EvalConfig, ROOT / "configs/eval.yaml", [])
+    assert list(cfg.models) == ["sft", "chat", "logic", "merged"] and cfg.chat is not None
+    assert cfg.chat.reference == "sft" and cfg.pass_at_k is not None and cfg.pass_at_k.k == [1, 2, 4]
+    assert cfg.sampling.resolve("tool_calling").max_tokens == 128 and cfg.sampling.resolve("math").greedy
 
 
 def test_cli_dry_run_and_exit_code(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
