@@ -95,15 +95,20 @@ def env_label(env: str) -> str:
     return load_env_class(env).name or env
 
 
-def reward_functions(envs: Sequence[str], verifiers: dict[str, Any],
-                     settings: RewardSettings) -> tuple[list[RewardFunc], list[float]]:
-    """One reward function per environment (in ``envs`` order) and the format penalty, with their TRL weights."""
+def check_weights(envs: Sequence[str], settings: RewardSettings) -> None:
+    """A weight for an environment no training task uses would silently do nothing: an error instead."""
     from posttrain.errors import UserError
 
     unknown = sorted(set(settings.weights) - set(envs))
     if unknown:
         raise UserError(f"rewards.weights: {', '.join(unknown)} not among the environments of the training tasks "
                         f"({', '.join(envs)})")
+
+
+def reward_functions(envs: Sequence[str], verifiers: dict[str, Any],
+                     settings: RewardSettings) -> tuple[list[RewardFunc], list[float]]:
+    """One reward function per environment (in ``envs`` order) and the format penalty, with their TRL weights."""
+    check_weights(envs, settings)
     funcs: list[RewardFunc] = [EnvReward(env, verifiers[env], env_label(env)) for env in envs]
     weights = [float(settings.weights.get(env, 1.0)) for env in envs]
     funcs.append(FormatPenalty(settings.format_penalty))

@@ -129,6 +129,7 @@ def check_tasks(rows: list[TaskRow], heldout_rows: list[TaskRow], cfg: LogicTrac
     """Every row's environment accepts its task (``reset``), held-out tasks are not trained on, and every ``envs``
     entry is used. Returns the environments, training ones first."""
     from posttrain.environment import make_env
+    from posttrain.rl.rewards import check_weights
 
     train_prompts = {json.dumps(r.task.get("messages"), sort_keys=True) for r in rows}
     leaked = [r.id for r in heldout_rows if json.dumps(r.task.get("messages"), sort_keys=True) in train_prompts]
@@ -136,6 +137,7 @@ def check_tasks(rows: list[TaskRow], heldout_rows: list[TaskRow], cfg: LogicTrac
         raise UserError(f"heldout.tasks: {len(leaked)} held-out prompts are also training prompts (e.g. row id "
                         f"{leaked[0]}); held-out tasks must be unseen")
     envs = list(dict.fromkeys(r.env for r in [*rows, *heldout_rows]))
+    check_weights(list(dict.fromkeys(r.env for r in rows)), cfg.rewards)
     unused = sorted(set(cfg.envs) - set(envs))
     if unused:
         raise UserError(f"envs: {', '.join(unused)}: no task uses this environment (tasks use {', '.join(envs)})")
