@@ -58,7 +58,8 @@ class Job:
     def label(self) -> str:
         if self.batch is None:
             return f"{self.model} · chat answers"
-        return f"{self.model} · {self.set} {self.kind} · {self.batch.env} batch {self.batch.index + 1}"
+        env = Path(self.batch.env).stem if "/" in self.batch.env else self.batch.env  # a plugin's file: its name
+        return f"{self.model} · {self.set} {self.kind} · {env} batch {self.batch.index + 1}"
 
 
 @dataclass
@@ -108,7 +109,8 @@ def run_eval(cfg: EvalConfig, source: str = "config", log: Log | None = None, wo
     # 2. What each model still needs (a finished part from an earlier run with the same inputs is reused).
     decides = {"sets": {name: set_inputs for name, (_, set_inputs) in sets.items()},
                "params": {kind: {b: p.model_dump() for b, p in per.items()} for kind, per in params.items()},
-               "agent": cfg.agent.model_dump(), "envs": cfg.envs, "seed": cfg.seed, "batch_size": cfg.batch_size,
+               "agent": cfg.agent.model_dump(), "envs": cfg.envs, "verify_timeout_s": cfg.verify.timeout_s,
+               "seed": cfg.seed, "batch_size": cfg.batch_size,
                "rollout": cfg.rollout.model_dump(exclude={"resources", "max_chunk_failures"}),
                "chat": cfg.chat.sampling.model_dump() if cfg.chat else None,
                "chat_prompts": [p["id"] for p in chat_prompts]}
