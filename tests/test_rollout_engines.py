@@ -24,8 +24,9 @@ MAX_LEN = 512
 
 @pytest.fixture(scope="module")
 def vllm_env(tmp_path_factory: pytest.TempPathFactory):
-    """vLLM's caches and IPC files in a temp dir for this module only."""
-    root = tmp_path_factory.mktemp("vllm")
+    """vLLM's caches and IPC files in this session's temp dir (set for this module only)."""
+    root = tmp_path_factory.getbasetemp() / "vllm"  # shared by this session's vLLM starts: a warm model-info cache
+    root.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VLLM_CACHE_ROOT", str(root / "cache"))
         mp.setenv("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))

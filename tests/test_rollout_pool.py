@@ -30,7 +30,8 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory):
 
     from posttrain.rollout.workers import start_ray
 
-    root = tmp_path_factory.mktemp("vllm")
+    root = tmp_path_factory.getbasetemp() / "vllm"  # shared by this session's vLLM starts: a warm model-info cache
+    root.mkdir(exist_ok=True)
     ray_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     with pytest.MonkeyPatch.context() as mp:  # workers inherit these from the Ray instance started here
         mp.setenv("VLLM_CACHE_ROOT", str(root / "cache"))
