@@ -1,4 +1,4 @@
-"""Both RL tracks at once: the Chat track (DPO) and the Logic track (GRPO/RLOO) from one SFT model, as separate Ray tasks.
+"""Both RL tracks at once, Chat (DPO) and Logic (GRPO/RLOO), from one SFT model, as separate Ray tasks.
 
 The recipe, top to bottom:
 
@@ -75,7 +75,8 @@ def run_track(track: str, config: Any, progress: Any = None) -> dict[str, Any]:
     from posttrain.stages.rl_logic import run_logic_track
 
     manifest = run_logic_track(config, progress=progress)
-    return {"output_dir": str(config.output_dir), "model_dir": str(config.output_dir / "model"),
+    # The Logic track saves its model into output_dir itself.
+    return {"output_dir": str(config.output_dir), "model_dir": str(config.output_dir),
             "metrics": manifest.get("metrics", {})}
 
 
@@ -94,7 +95,7 @@ def run(config: RLConfig, source: str = "config") -> dict[str, Any]:
     if config.ray_address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=config.ray_address or os.environ["RAY_ADDRESS"], ignore_reinit_error=True)
     else:
-        start_ray(temp_dir=out / ".ray")
+        start_ray()  # a short fresh temp dir: AF_UNIX socket paths under a deep output_dir would be too long
     board = _ProgressBoard.options(num_cpus=0).remote()
     started = time.monotonic()
     statuses: dict[str, dict[str, Any]] = {}
