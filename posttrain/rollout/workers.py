@@ -28,11 +28,15 @@ class WorkerResources(Schema):
 def start_ray(num_cpus: int | None = None, temp_dir: str | Path | None = None) -> None:
     """Start a private local Ray instance in this process unless one is running (never touches other Ray instances).
 
+    With ``RAY_ADDRESS`` set (as inside ``ray job submit``, or by a user), connect to that cluster instead.
     A fresh temp dir each time: a stale ``ray_current_cluster`` file in a reused one makes ``ray.init`` hang.
     """
     import ray
 
     if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, configure_logging=False)
         return
     temp_dir = str(temp_dir) if temp_dir is not None else tempfile.mkdtemp(prefix="ray-")
     ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, _temp_dir=temp_dir,
