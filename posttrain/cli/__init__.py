@@ -18,6 +18,11 @@ from posttrain.cli import stages as _stages  # noqa: E402,F401  isort: skip
 from posttrain.cli import sample as _sample  # noqa: E402,F401  isort: skip
 from posttrain.cli import merge as _merge  # noqa: E402,F401  isort: skip
 from posttrain.cli import rl as _rl  # noqa: E402,F401  isort: skip
+from posttrain.cli import chat as _chat  # noqa: E402,F401  isort: skip
+from posttrain.cli import logic as _logic  # noqa: E402,F401  isort: skip
+from posttrain.cli import calibrate as _calibrate  # noqa: E402,F401  isort: skip
+from posttrain.cli import evaluate as _evaluate  # noqa: E402,F401  isort: skip
+from posttrain.cli import pipeline as _pipeline  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:
