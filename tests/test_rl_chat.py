@@ -200,3 +200,24 @@ def test_bad_inputs_are_user_errors(tiny_model_dir: Path, tmp_path: Path) -> Non
                        f"scorer.reward_model={tiny_model_dir}", "on_policy.prompts=" + str(TINY_RECIPE))
     with pytest.raises(UserError, match=r"cfg.yaml: scorer.reward_model: .* is not a reward model"):
         run_chat_track(cfg, source="cfg.yaml")
+
+
+def test_judge_selected_by_config_with_no_usable_ratings_leaves_the_policy_unchanged(
+        tiny_model_dir: Path, workers: Any, tmp_path: Path) -> None:
+    """scorer.kind: judge starts the judge's own workers; a judge whose replies hold no rating gives no pairs (each
+    prompt counted as unscored), the round trains nothing, and the win rate compares nothing: no crash anywhere."""
+    cfg = track_config(tiny_model_dir, tmp_path / "track", f"on_policy.prompts={TINY_RECIPE}", "on_policy.rounds=1",
+                       "on_policy.prompts_per_round=3", "on_policy.samples_per_prompt=2",
+                       "on_policy.sampling.max_tokens=4", "scorer.kind=judge", f"scorer.judge_model={tiny_model_dir}",
+                       "scorer.judge_rollout.engine=hf", "scorer.judge_rollout.resources.num_cpus=0.5",
+                       "scorer.judge_sampling.max_tokens=3", "win_rate.prompts=2", "win_rate.sampling.max_tokens=4")
+    result = run_chat_track(cfg, progress=lambda e: None, workers=workers)
+    [summary] = result.rounds
+    pairs = summary["pairs"]
+    assert summary["trained"] is False and summary["model_dir"] == str(tiny_model_dir)
+    assert pairs["prompts"] == 3 and pairs["pairs"] == 0
+    assert pairs["skipped_unscored"] + pairs["skipped_ties"] + pairs["skipped_identical"] == 3
+    assert pairs["scorer"]["judged"] == 6  # 3 prompts x 2 answers (this round's share of the counters)
+    assert summary["win_rate"]["compared"] + summary["win_rate"]["unscored"] == 2
+    assert (result.model_dir / "model.safetensors").read_bytes() == \
+        (tiny_model_dir / "model.safetensors").read_bytes()

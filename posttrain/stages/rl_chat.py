@@ -134,6 +134,9 @@ def run_chat_track(config: ChatTrackConfig, progress: ProgressFn | None = None, 
                                   f"{source}: {key}")
     train_prompts, held_prompts = split_held_out(prompt_rows, config.eval_fraction, config.seed)
     held_prompts = sorted(held_prompts, key=lambda r: r["id"])[:config.win_rate.prompts]
+    if config.on_policy is not None and not train_prompts:
+        raise UserError(f"{source}: on_policy.prompts: every prompt is held out by eval_fraction="
+                        f"{config.eval_fraction}; nothing is left to sample from")
     if config.win_rate.prompts and not held_prompts:
         raise UserError(f"{source}: eval_fraction={config.eval_fraction} holds out no prompts of {key} for the win "
                         "rate; raise eval_fraction or set win_rate.prompts: 0")
@@ -204,6 +207,7 @@ def _run_round(config: ChatTrackConfig, r: int, round_dir: Path, policy: Path, s
                inputs: dict[str, str]) -> dict[str, Any]:
     """One round: its pairs (offline, or sampled + scored), DPO from ``policy``, then the win rate of the result."""
     round_dir.mkdir(parents=True, exist_ok=True)
+    out = round_dir.parent.parent  # paths inside the track folder are stored relative to it
     summary: dict[str, Any] = {"round": r, "kind": "offline" if r == 0 else "on_policy"}
     if r == 0:
         assert config.offline is not None
@@ -215,14 +219,14 @@ def _run_round(config: ChatTrackConfig, r: int, round_dir: Path, policy: Path, s
         train = config.on_policy.train
     if not pairs:
         notify(progress, STAGE, "phase", f"round {r}: no pairs; the policy is unchanged", round_=r)
-        summary.update(model_dir=_rel(round_dir.parent.parent, policy), trained=False)
+        summary.update(model_dir=_rel(out, policy), trained=False)
     else:
         model_dir = round_dir / "model"
         reference_dir = policy if train.reference == "round_start" else sft_dir
         notify(progress, STAGE, "phase", f"round {r}: DPO on {len(pairs)} pairs", round_=r)
         dpo, outputs, history = train_dpo(policy, reference_dir, pairs, offline_eval, train, model_dir,
                                           config.resume, progress, r)
-        summary.update(model_dir=_rel(round_dir.parent.parent, model_dir), trained=True, dpo=dpo)
+        summary.update(model_dir=_rel(out, model_dir), trained=True, dpo=dpo)
         if pool is not None:
             pool.update_weights_from_path(model_dir)
         write_outputs(model_dir, f"{STAGE}.dpo", config.model_dump(mode="json"), {**inputs, "policy": str(policy)},
@@ -244,8 +248,6 @@ def _on_policy_pairs(config: ChatTrackConfig, r: int, round_dir: Path, pool: Any
     stats_file = round_dir / "pairs_stats.json"
     if stats_file.is_file():  # a resumed round reuses its pairs: its checkpoints were trained on them
         return read_jsonl(round_dir / "pairs.jsonl"), json.loads(stats_file.read_text(encoding="utf-8"))
-    if not train_prompts:
-        raise UserError("on_policy.prompts: every prompt is held out by eval_fraction; nothing left to sample")
     n = on.prompts_per_round
     start = ((r - 1) * n) % len(train_prompts)  # rounds walk through the prompts, wrapping around
     prompts = [train_prompts[(start + i) % len(train_prompts)] for i in range(min(n, len(train_prompts)))]

@@ -49,6 +49,8 @@ class RMTrain(PairTrainSettings):
     learning_rate: float = Field(1e-5, gt=0)
     eval_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of prompts held out for pairwise accuracy")
     center_rewards_coefficient: float | None = Field(None, ge=0, description="e.g. 0.01 keeps rewards near zero")
+    accuracy_pairs: int = Field(128, ge=1, description="training pairs (the first N) whose accuracy is measured before "
+                                "and after; held-out pairs are always measured in full")
 
 
 class RMStageConfig(Schema):
@@ -100,10 +102,11 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: ProgressFn | No
 
     # 4. Pairwise accuracy before, train (resuming from the newest checkpoint), accuracy after.
     notify(progress, STAGE, "phase", f"training on {len(train_rows)} pairs; {len(eval_rows)} held out")
-    before = {"train": pairwise_accuracy(trainer.model, tokenizer, train_rows),
+    measured = train_rows[:cfg.train.accuracy_pairs]  # a forward pass per answer: bounded for large datasets
+    before = {"train": pairwise_accuracy(trainer.model, tokenizer, measured),
               "eval": pairwise_accuracy(trainer.model, tokenizer, eval_rows)}
     result, eval_metrics = fit(trainer, out, cfg.resume)
-    after = {"train": pairwise_accuracy(trainer.model, tokenizer, train_rows),
+    after = {"train": pairwise_accuracy(trainer.model, tokenizer, measured),
              "eval": pairwise_accuracy(trainer.model, tokenizer, eval_rows)}
 
     # 5. Outputs: the reward model and tokenizer, metrics.jsonl, the manifest, a summary table.
@@ -112,6 +115,7 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: ProgressFn | No
     metrics = training_metrics(result, eval_metrics, history, trainer.state.global_step)
     metrics.update(
         pairs_read=len(rows), pairs_too_long=too_long, pairs_train=len(train_rows), pairs_eval=len(eval_rows),
+        pairs_accuracy_measured=len(measured),
         train_accuracy_before=before["train"]["accuracy"], train_accuracy_after=after["train"]["accuracy"],
         eval_accuracy_before=before["eval"]["accuracy"], eval_accuracy_after=after["eval"]["accuracy"],
         pairwise_accuracy={"before": before, "after": after},
