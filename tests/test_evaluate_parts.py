@@ -146,6 +146,16 @@ def test_markdown_table() -> None:
         "| sft | 0.500 | 0.250 | 0.500 | 0.500 |  |",
         "| a\\|b | 1.000 | 1.000 | 1.000 | 0.750 | 1.500 |",
     ]
+    # the terminal's version is on its side: one row per metric, one column per model
+    from rich.console import Console
+
+    from posttrain.evaluation.table import rich_table
+
+    console = Console(width=60, record=True)
+    console.print(rich_table(columns, rows, "eval"))
+    lines = [line for line in console.export_text().splitlines() if "│" in line]
+    assert [line.split("│")[1].strip() for line in lines] == ["s acc", "s pass@1", "s pass@2", "win rate", "reward"]
+    assert [c.strip() for c in lines[3].split("│")[2:4]] == ["0.500", "0.750"]
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -69,11 +69,14 @@ def markdown(columns: list[str], rows: list[dict[str, Cell]]) -> str:
 
 
 def rich_table(columns: list[str], rows: list[dict[str, Cell]], title: str) -> Any:
+    """The table for a terminal, turned on its side (one row per metric, one column per model): a few models fit
+    any width, where dozens of metric columns would not. results.md keeps one row per model."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for c in columns:
-        table.add_column(c, justify="left" if c == "model" else "right")
+    table.add_column("metric", justify="left")
     for row in rows:
-        table.add_row(*(fmt(row.get(c)) for c in columns))
+        table.add_column(str(row["model"]), justify="right")
+    for c in columns[1:]:
+        table.add_row(c, *(fmt(row.get(c)) for row in rows))
     return table
