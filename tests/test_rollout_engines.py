@@ -36,10 +36,11 @@ def vllm_env(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def second_model_dir(tmp_path_factory: pytest.TempPathFactory):
-    """Same architecture and tokenizer as the tiny model, different random weights."""
+    """Same architecture and tokenizer as the tiny model, different random weights (built once per session)."""
     from posttrain.models.tiny import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-seed1", seed=1)
+    path = tmp_path_factory.getbasetemp() / "tiny-seed1"
+    return path if (path / "config.json").is_file() else make_tiny_model(path, seed=1)
 
 
 class _Remote:

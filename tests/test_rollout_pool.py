@@ -47,9 +47,11 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def second_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Same architecture and tokenizer as the tiny model, different random weights (built once per session)."""
     from posttrain.models.tiny import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-seed1", seed=1)
+    path = tmp_path_factory.getbasetemp() / "tiny-seed1"
+    return path if (path / "config.json").is_file() else make_tiny_model(path, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +131,7 @@ def test_killed_worker_is_replaced_and_its_prompts_requeued(pool, prompts, secon
     import ray
 
     pool.update_weights_from_path(second_model_dir)  # the replacement must come back with these weights
-    params = SamplingParams(temperature=1.0, max_tokens=48, n=2, seed=21)
+    params = SamplingParams(temperature=1.0, max_tokens=32, n=2, seed=21)
     many = prompts + prompts[:4]
     pool.chunk_size = 1  # many small calls, so the kill lands mid-batch
     try:
