@@ -18,6 +18,7 @@ inside a Ray actor next to the Chat track.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -31,16 +32,20 @@ from posttrain.rl.progress import MetricsLog, ProgressFn
 from posttrain.stages.reporting import print_summary, say
 
 STAGE = "rl_logic"
+# (training environments, verifier pool per environment) -> (TRL reward functions, their weights)
+RewardFactory = Callable[[list[str], dict[str, Any]], tuple[list[Any], list[float]]]
 METRICS_FILE = "metrics.jsonl"
 
 
 def run_logic_track(config: LogicTrackConfig | dict[str, Any], progress: ProgressFn | None = None, *,
-                    pool: Any = None, source: str = "config") -> dict[str, Any]:
+                    pool: Any = None, source: str = "config", rewards: RewardFactory | None = None) -> dict[str, Any]:
     """Train the Logic track as configured; returns the manifest written to ``output_dir``.
 
     ``config``: a validated config or a plain mapping (e.g. a section of the parallel run's YAML); ``progress``: called
     with each logged metrics row; ``pool``: running rollout workers to use (any weights: the trainer's are pushed
-    before the first rollout), by default a pool is started from ``config.rollout`` and shut down at the end.
+    before the first rollout), by default a pool is started from ``config.rollout`` and shut down at the end;
+    ``rewards``: ``(train envs, verifiers by env) -> (reward functions, weights)`` replacing the per-env verify
+    rewards and format penalty (the calibrate stage's RLCR reward).
     """
     from posttrain.models.loading import load_tokenizer, resolve_model
     from posttrain.rl.heldout import HeldOutEval, evaluate_rows
@@ -93,7 +98,8 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], progress: Progres
         tokenizer = load_tokenizer(model_dir)
         model, stored_dtype = load_model(model_dir)
         train_envs = list(dict.fromkeys(row.env for row in rows))
-        reward_funcs, reward_weights = reward_functions(train_envs, verifiers, cfg.rewards)
+        reward_funcs, reward_weights = (rewards or (lambda e, v: reward_functions(e, v, cfg.rewards)))(
+            train_envs, verifiers)
         sync = WeightSync(pool, dtype=stored_dtype)
         hooks: list[Any] = [MetricsLog(out / METRICS_FILE, progress), sync]
         heldout = None
