@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from posttrain.config import Schema
 from posttrain.rejection.tasks import TasksConfig
@@ -34,10 +34,16 @@ class ImportanceSampling(Schema):
     clip_max: PositiveFloat | None = 3.0
     clip_min: PositiveFloat | None = None
 
+    @field_validator("clip_min")
+    @classmethod
+    def _below_max(cls, value: float | None, info: ValidationInfo) -> float | None:
+        top = info.data.get("clip_max")
+        if value is not None and top is not None and value >= top:
+            raise ValueError(f"must be below clip_max ({top})")
+        return value
+
     @model_validator(mode="after")
     def _bounds(self) -> ImportanceSampling:
-        if self.clip_min is not None and self.clip_max is not None and self.clip_min >= self.clip_max:
-            raise ValueError(f"clip_min ({self.clip_min}) must be below clip_max ({self.clip_max})")
         if self.correction and self.mode.endswith("truncate") and self.clip_min is None and self.clip_max is None:
             raise ValueError(f"mode {self.mode} needs clip_max or clip_min")
         return self
@@ -78,13 +84,14 @@ class RLTrain(Schema):
     gradient_checkpointing: bool = False
     report_to: list[Reporter] = Field(default_factory=lambda: ["tensorboard"])
 
-    @model_validator(mode="after")
-    def _batch_shape(self) -> RLTrain:
-        completions = self.prompts_per_step * self.num_generations
-        if completions % self.grad_accumulation:
-            raise ValueError(f"grad_accumulation: prompts_per_step x num_generations = {completions} episodes per step "
-                             f"must split evenly into {self.grad_accumulation} micro-batches")
-        return self
+    @field_validator("grad_accumulation")
+    @classmethod
+    def _batch_shape(cls, value: int, info: ValidationInfo) -> int:
+        completions = info.data.get("prompts_per_step", 1) * info.data.get("num_generations", 2)
+        if completions % value:
+            raise ValueError(f"prompts_per_step x num_generations = {completions} episodes per step must split "
+                             f"evenly into {value} micro-batches")
+        return value
 
     @property
     def micro_batch_size(self) -> int:
@@ -97,15 +104,16 @@ class HeldOutSettings(Schema):
     tasks: TasksConfig
     every_steps: PositiveInt = Field(10, description="evaluate after every N optimizer steps (and after the last)")
     at_start: bool = Field(True, description="evaluate the starting model too (the 'before' number)")
-    samples_per_task: PositiveInt = Field(1, description="episodes per held-out task")
     temperature: float = Field(0.0, ge=0.0, description="0: greedy (then samples_per_task must be 1)")
+    samples_per_task: PositiveInt = Field(1, description="episodes per held-out task")
 
-    @model_validator(mode="after")
-    def _greedy_once(self) -> HeldOutSettings:
-        if self.temperature == 0.0 and self.samples_per_task > 1:
-            raise ValueError(f"samples_per_task: {self.samples_per_task} greedy samples would all be the same; use 1 "
-                             "or a temperature above 0")
-        return self
+    @field_validator("samples_per_task")
+    @classmethod
+    def _greedy_once(cls, value: int, info: ValidationInfo) -> int:
+        if info.data.get("temperature") == 0.0 and value > 1:
+            raise ValueError(f"{value} greedy samples (temperature 0) would all be the same; use 1 or a temperature "
+                             "above 0")
+        return value
 
 
 class VerifySettings(Schema):
