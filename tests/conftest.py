@@ -55,3 +55,15 @@ def write_built_dataset(folder: Path, kind: str, rows: list[dict]) -> Path:
 def built_dataset_writer():
     """The `write_built_dataset(folder, kind, rows)` helper as a fixture, for test files that prefer fixtures."""
     return write_built_dataset
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_down_after_module():
+    """Each test module starts from no Ray instance: a module that leaves one running (with whatever CPUs its actors
+    still hold) must not change how the next module's workers are scheduled."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")  # only if some test imported it: importing Ray costs seconds
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
