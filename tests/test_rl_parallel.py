@@ -75,3 +75,16 @@ def test_cli_dry_run_and_bad_track(tiny_model_dir: Path, tmp_path: Path) -> None
     assert bad.returncode == 2 and "resources.chat.num_cpus" in bad.stderr and "Traceback" not in bad.stderr
     wrong = subprocess.run([*cmd, "--track", "logc"], capture_output=True, text=True)
     assert wrong.returncode == 2 and "expected chat, logic or both" in wrong.stderr
+
+
+def test_shipped_parallel_config_validates_both_tracks() -> None:
+    from posttrain.rl.config import LogicTrackConfig
+    from posttrain.stages.rl import track_config
+    from posttrain.stages.rl_chat import ChatTrackConfig
+
+    path = ROOT / "configs/rl_parallel.yaml"
+    cfg = load_config(RLConfig, path)
+    chat, logic = (track_config(cfg, t, str(path)) for t in ("chat", "logic"))
+    assert isinstance(chat, ChatTrackConfig) and isinstance(logic, LogicTrackConfig)
+    assert chat.model == logic.model == "smollm2-135m-instruct"
+    assert chat.output_dir == Path("runs/rl/chat") and logic.output_dir == Path("runs/rl/logic")
