@@ -290,6 +290,29 @@ def test_every_elicitation_on_graded_answers(engine, always4_dir, tasks_dir) -> 
         np.testing.assert_allclose(scores.confidences, expected, atol=1e-9)
 
 
+def test_rlcr_end_to_end(engine, always4_dir, tasks_dir, tmp_path) -> None:
+    from posttrain.manifest import file_sha256
+    from posttrain.stages.calibrate import run_calibrate
+
+    out = tmp_path / "out"
+    cfg = _config(always4_dir, tasks_dir, out, method="rlcr", elicitation={"method": "verbalized"},
+                  rlcr={"train": {"max_steps": 2, "prompts_per_step": 2, "num_generations": 2, "learning_rate": 1e-3,
+                                  "report_to": [], "save_steps": 100},
+                        "sampling": {"max_tokens": 8}})
+    manifest = run_calibrate(cfg, generator=engine)
+    m = manifest["metrics"]
+    assert m["training"]["steps"] == 2
+    # The tiny model never writes the tag: every confidence is the fallback, and the report counts it.
+    assert m["elicitation_before"]["unparseable"] == m["elicitation_before"]["answers"] == 12
+    logged = [json.loads(line) for line in (out / "report" / "rlcr_metrics.jsonl").read_text().splitlines()]
+    assert any("rewards/rlcr/mean" in row for row in logged)
+    assert manifest["status"] in ("calibrated", "guard_failed")
+    if manifest["status"] == "calibrated":
+        assert file_sha256(out / "model.safetensors") != file_sha256(always4_dir / "model.safetensors")
+    assert json.loads((out / "calibration.json").read_text())["method"] == "rlcr"
+    assert not (out / "candidate").exists() and (out / "report" / "reliability.png").is_file()
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["method=tuning", "elicitation.method=verbalized"], "method: tuning trains the p_yes confidence"),
     (["method=rlcr"], "method: rlcr trains the verbalized confidence"),

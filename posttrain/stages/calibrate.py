@@ -52,6 +52,7 @@ from posttrain.calibration.tuning import TuningSettings
 from posttrain.config import Schema
 from posttrain.errors import UserError
 from posttrain.rejection.tasks import TaskRow, TasksConfig, row_seed
+from posttrain.rl.config import RLTrain
 from posttrain.rollout.agent_loop import AgentLoopConfig
 from posttrain.rollout.pool import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig
@@ -79,6 +80,14 @@ class GeneratedTasks(Schema):
     seed: int = 0
 
 
+class RLCRSettings(Schema):
+    """The ``rlcr`` section: the Logic track's optimisation and sampling (its ``train`` and ``sampling`` sections)."""
+
+    train: RLTrain = Field(default_factory=lambda: RLTrain(max_steps=20, prompts_per_step=4, num_generations=4,
+                                                           learning_rate=1e-6, report_to=[]))
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=1.0, max_tokens=256))
+
+
 class GuardSettings(Schema):
     max_accuracy_drop: float = Field(0.02, ge=-1.0, le=1.0, description="fail (keep the input model) when held-out "
                                      "accuracy falls by more than this; a negative value demands a gain")
@@ -96,11 +105,14 @@ class CalibrateConfig(Schema):
     elicitation: ElicitConfig = Field(default_factory=ElicitConfig)
     sampling: AnswerSampling = Field(default_factory=AnswerSampling)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    local_engine: bool = Field(False, description="run one rollout.engine in this process (engine_kwargs apply) "
+                               "instead of Ray workers: less memory and start-up for small CPU runs")
     agent: AgentLoopConfig = Field(default_factory=lambda: AgentLoopConfig(max_turns=1))
     envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     tuning: TuningSettings = Field(default_factory=TuningSettings)
     lora: LoraSettings = Field(default_factory=lambda: LoraSettings(r=8, alpha=16.0, dropout=0.0))
+    rlcr: RLCRSettings = Field(default_factory=RLCRSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     seed: int = Field(0, description="the split and the per-row sampling seeds derive from it")
 
@@ -146,13 +158,12 @@ def run_calibrate(cfg: CalibrateConfig, *, generator: Any = None, log: Log | Non
     # 2. Workers: answers come from the generator, grades from the verifiers, confidences from the model read here.
     tokenizer = load_tokenizer(model_dir)
     tokens = yes_no_tokens(tokenizer, cfg.elicitation.yes_words, cfg.elicitation.no_words, key="elicitation")
-    with Workers(cfg, model_dir, generator, {r.env for r in rows}) as workers:
+    with Workers(cfg, model_dir, generator, {r.env for r in rows}, say) as workers:
         reader = Reader(*load_model(model_dir), tokenizer=tokenizer, tokens=tokens)
 
         # 3. Before: the input model's answers on the eval split, graded, with their confidences.
-        before = workers.answers(eval_rows, cfg.sampling.eval)
+        before = workers.answers(eval_rows, cfg.sampling.eval, "eval split, before")
         before_scores = reader.scores(before, cfg.elicitation)
-        say(f"before: accuracy {np.mean([a.passed for a in before]):.3f} on {len(before)} held-out answers")
 
         # 4. The method, then 5. the same eval split with its result.
         method = {"temperature": by_temperature, "tuning": by_tuning, "rlcr": by_rlcr}[cfg.method]
@@ -167,12 +178,13 @@ def run_calibrate(cfg: CalibrateConfig, *, generator: Any = None, log: Log | Non
 class Workers:
     """The rollout generator and one verifier pool per environment, started together and always shut down."""
 
-    def __init__(self, cfg: CalibrateConfig, model_dir: Path, generator: Any, envs: set[str]) -> None:
-        self.cfg, self.model_dir, self.envs = cfg, model_dir, sorted(envs)
+    def __init__(self, cfg: CalibrateConfig, model_dir: Path, generator: Any, envs: set[str], say: Log) -> None:
+        self.cfg, self.model_dir, self.envs, self.say = cfg, model_dir, sorted(envs), say
         self.generator, self.own_generator = generator, generator is None
         self.verifiers: dict[str, Any] = {}
 
     def __enter__(self) -> Workers:
+        from posttrain.rollout.engines import make_engine
         from posttrain.rollout.pool import RolloutPool
         from posttrain.verify_pool import VerifyPool
 
@@ -182,7 +194,9 @@ class Workers:
                                                  max_in_flight=self.cfg.verify.max_in_flight,
                                                  timeout_s=self.cfg.verify.timeout_s,
                                                  env_kwargs=self.cfg.envs.get(env))
-            if self.generator is None:
+            if self.generator is None and self.cfg.local_engine:
+                self.generator = make_engine(self.cfg.rollout.engine, self.model_dir, **self.cfg.rollout.engine_kwargs)
+            elif self.generator is None:
                 self.generator = RolloutPool.from_config(self.model_dir, self.cfg.rollout)
         except BaseException:
             self.__exit__()
@@ -193,15 +207,21 @@ class Workers:
         for verifier in self.verifiers.values():
             verifier.close()
         if self.own_generator and self.generator is not None:
-            self.generator.shutdown()
+            close = getattr(self.generator, "shutdown", None) or self.generator.close  # a pool, or an engine
+            close()
 
-    def answers(self, rows: list[TaskRow], sampling: SamplingConfig) -> list[GradedAnswer]:
+    def answers(self, rows: list[TaskRow], sampling: SamplingConfig, what: str) -> list[GradedAnswer]:
         cfg = self.cfg
         sampling.check_buckets({r.bucket for r in rows}, source="sampling")
         params = [sampling.resolve(r.bucket).with_updates(seed=row_seed(cfg.seed, r)) for r in rows]
         instruction = cfg.elicitation.verbalized_instruction if cfg.elicitation.method == "verbalized" else None
-        return sample_and_grade(self.generator, rows, params, self.verifiers, agent=cfg.agent, env_kwargs=cfg.envs,
-                                instruction=instruction)
+        self.say(f"{what}: answering {len(rows)} rows x {params[0].n if params else 0} ...")
+        started = time.perf_counter()
+        answers = sample_and_grade(self.generator, rows, params, self.verifiers, agent=cfg.agent, env_kwargs=cfg.envs,
+                                   instruction=instruction)
+        self.say(f"{what}: {sum(a.passed for a in answers)}/{len(answers)} answers correct "
+                 f"({time.perf_counter() - started:.0f} s)")
+        return answers
 
     def load_weights(self, folder: Path) -> None:
         self.generator.update_weights_from_path(folder)
@@ -272,7 +292,7 @@ def by_temperature(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: 
     """One temperature, fitted on the fit split's answers (drawn as on the eval split); the weights stay."""
     from posttrain.calibration.temperature import apply_temperature, fit_temperature
 
-    fit_answers = workers.answers(fit_rows, cfg.sampling.eval)
+    fit_answers = workers.answers(fit_rows, cfg.sampling.eval, "fit split")
     fit_scores = reader.scores(fit_answers, cfg.elicitation)
     write_answers(out / "report" / "answers_fit.jsonl", fit_answers, {"confidence": fit_scores.confidences})
     fit = fit_temperature(fit_scores.raw, [a.passed for a in fit_answers], from_logits=fit_scores.are_logits,
@@ -294,7 +314,7 @@ def by_tuning(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[
     from posttrain.stages.reporting import training_metrics
     from posttrain.stages.training import fit, load_model, save_model
 
-    answers = [a for a in workers.answers(fit_rows, cfg.sampling.train) if a.answered]
+    answers = [a for a in workers.answers(fit_rows, cfg.sampling.train, "fit split, training answers") if a.answered]
     examples = [Example(a.messages, a.passed, a.tools or None) for a in answers]
     write_answers(out / "report" / "answers_train.jsonl", answers)
     say(f"tuning on {len(examples)} graded answers ({sum(e.correct for e in examples)} correct)")
@@ -308,14 +328,36 @@ def by_tuning(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[
 
     workers.load_weights(candidate)
     tuned, _ = load_model(candidate)  # the saved artifact (in its stored dtype) is what gets judged
-    after = workers.answers(eval_rows, cfg.sampling.eval)
+    after = workers.answers(eval_rows, cfg.sampling.eval, "eval split, after")
     after_scores = Reader(tuned, reader.stored_dtype, reader.tokenizer, reader.tokens).scores(after, cfg.elicitation)
     return MethodResult(after, after_scores, candidate, 1.0, {"training": training, "train_answers": len(answers)})
 
 
 def by_rlcr(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[TaskRow], eval_rows: list[TaskRow],
             before: list[GradedAnswer], before_scores: Scores, reader: Reader, say: Log) -> MethodResult:
-    raise UserError("method: rlcr is not available yet (it needs the Logic track's GRPO trainer)")
+    """The Logic track's GRPO on the fit split (prompts carrying the confidence instruction), rewarded by
+    ``correct - (confidence - correct)^2`` -> the eval split answered by the trained model, confidences parsed."""
+    import shutil
+
+    from posttrain.calibration.rlcr import rlcr_rewards, write_track_tasks
+    from posttrain.stages.rl_logic import run_logic_track
+
+    recipe = write_track_tasks(out / "work" / "rlcr_tasks", fit_rows, cfg.elicitation.verbalized_instruction)
+    candidate = out / "candidate"
+    track = {"model": str(workers.model_dir), "output_dir": str(candidate), "tasks": {"recipe": str(recipe)},
+             "algorithm": "grpo", "train": cfg.rlcr.train.model_dump(), "sampling": cfg.rlcr.sampling.model_dump(),
+             "agent": cfg.agent.model_dump(), "rollout": cfg.rollout.model_dump(), "envs": cfg.envs,
+             "verify": {"workers": cfg.verify.workers, "timeout_s": cfg.verify.timeout_s}, "resume": False}
+    say(f"rlcr: GRPO on {len(fit_rows)} prompts, reward = correct - (confidence - correct)^2")
+    manifest = run_logic_track(track, pool=workers.generator, source="rlcr",
+                               rewards=lambda envs, verifiers: rlcr_rewards(verifiers))
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(candidate / "metrics.jsonl", out / "report" / "rlcr_metrics.jsonl")
+
+    workers.load_weights(candidate)
+    after = workers.answers(eval_rows, cfg.sampling.eval, "eval split, after")
+    after_scores = reader.scores(after, cfg.elicitation)  # verbalized: read from the answers, not the model
+    return MethodResult(after, after_scores, candidate, 1.0, {"training": manifest["metrics"]})
 
 
 # -------------------------------------------------------------------------------------------------------- elicitation
