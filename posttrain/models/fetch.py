@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -96,8 +97,6 @@ def _template_hash() -> str:
 
 def _is_complete(folder: Path, source: WheelGGUF) -> bool:
     """A cached folder is reused only when every file is there and it came from the same wheel and template."""
-    import json
-
     if not all((folder / f).is_file() for f in MODEL_FILES):
         return False
     try:
