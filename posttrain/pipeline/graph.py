@@ -74,12 +74,13 @@ class _Wiring:
         self.eval_models: dict[str, str] = {"base": cfg.model}
         self.rl_tracks: list[str] = []
         self.chat_split: dict[str, Any] | None = None  # the Chat track's held-out split, for eval's win rate
+        self.stage = ""  # the stage being wired (for messages)
 
     def dataset(self, name: str, where: str) -> str:
         ref = f"data.{name}"
         if ref not in self.products:
-            raise UserError(f"{self.source}: {where}: not set, and the data stage builds no dataset named {name!r} "
-                            f"(add data.datasets.{name}, or set {where})")
+            raise UserError(f"{self.source}: {self.stage}: {where}: not set, and the data stage builds no dataset "
+                            f"named {name!r} (add data.datasets.{name}, or set {self.stage}.{where})")
         return self.products[ref]
 
     def produced(self, ref: str, path: str, *, policy: bool = False) -> None:
@@ -97,7 +98,11 @@ def plan(cfg: PipelineConfig, source: str) -> Plan:
     for name in STAGES:
         where = f"{source}: {name}"
         control, own = split_control(cfg.section(name), where)
+        if name == "rl" and control.ray_task is not None:
+            raise UserError(f"{where}: ray_task: the RL tracks already run as Ray tasks with their own resources; "
+                            "set rl.resources.chat / rl.resources.logic instead")
         stage = PlannedStage(name, control)
+        w.stage = name
         before = dict(w.products)
         if control.enabled:
             own = _substitute(own, w.products, where)

@@ -53,6 +53,7 @@ def run_pipeline(cfg: PipelineConfig, source: str, start: str | None = None,
     rows: list[dict[str, Any]] = []
     failure: BaseException | None = None
     started = time.monotonic()
+    ray_was_running = _ray_running()
     try:
         for stage in p.stages:
             position = STAGES.index(stage.name)
@@ -68,7 +69,10 @@ def run_pipeline(cfg: PipelineConfig, source: str, start: str | None = None,
                     break
     finally:
         cache.save()
-        _shutdown_ray()
+        if not ray_was_running and _ray_running():  # stages leave their local Ray instance up for the next stage
+            import ray
+
+            ray.shutdown()
     summary = write_summary(p, rows, time.monotonic() - started, source)
     print_summary(summary)
     if failure is not None:
@@ -165,9 +169,6 @@ def _execute_in_ray_task(stage: PlannedStage, source: str) -> dict[str, Any]:
 
     from posttrain.rollout.workers import start_ray
 
-    if stage.name == "rl":
-        raise UserError(f"{source}: rl: ray_task: the RL tracks already run as Ray tasks with their own resources; "
-                        "set rl.resources.chat / rl.resources.logic instead")
     start_ray()
     task = stage.control.ray_task
     threads = str(max(1, int(task.num_cpus)))
@@ -177,7 +178,8 @@ def _execute_in_ray_task(stage: PlannedStage, source: str) -> dict[str, Any]:
     say(f"[{stage.name}] running as a Ray task ({task.num_cpus} CPUs, {task.num_gpus} GPUs"
         + (f", {task.resources}" if task.resources else "") + ")")
     try:
-        return ray.get(remote.remote(stage.name, stage.config, source))
+        return {**ray.get(remote.remote(stage.name, stage.config, source)),
+                "cluster": ray.get_runtime_context().gcs_address}
     except ray.exceptions.RayTaskError as e:
         cause = getattr(e, "cause", None)
         if isinstance(cause, UserError | StageFailed):
@@ -200,13 +202,11 @@ def _describe(e: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(e), e)).strip()
 
 
-def _shutdown_ray() -> None:
-    """Stages leave the local Ray instance they started running for the next stage; the run ends it."""
+def _ray_running() -> bool:
     import sys
 
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
+    ray = sys.modules.get("ray")  # not imported: certainly not running (and no need to import it)
+    return ray is not None and ray.is_initialized()
 
 
 def write_configs(cfg: PipelineConfig, p: Plan) -> None:
