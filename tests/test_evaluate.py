@@ -61,6 +61,13 @@ def tiny_models(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
     root = tmp_path_factory.mktemp("eval_models")
     other = make_tiny_model(root / "seed1", seed=1)
+    # Random tiny models give near-uniform next-token distributions, so two of them sampled with the same seeds
+    # often write the same text. Larger embeddings (tied with the head) make this one's distributions peaked:
+    # its answers then show which weights the workers hold.
+    sharp = AutoModelForCausalLM.from_pretrained(other, dtype=torch.float32)
+    with torch.no_grad():
+        sharp.get_input_embeddings().weight.mul_(6.0)
+    sharp.save_pretrained(other)
     small = root / "one_layer"
     torch.manual_seed(2)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, num_hidden_layers=1)
@@ -198,27 +205,31 @@ def test_one_pool_per_architecture_and_weight_updates_are_the_real_model(evaluat
     assert load_built(out / "sets" / "heldout").num_rows == 9
 
     # The chat model's answers (its weights loaded into running workers) are what a fresh engine built from the chat
-    # folder answers with the same seeds, batch for batch (one thread, as in the worker); and differ from sft's.
+    # folder answers with the same seeds, batch for batch (one thread, as in the worker), greedy-or-sampled answers and
+    # pass@k samples alike; and they are not the sft model's answers.
     import torch
 
+    from posttrain.stages.evaluate import PASS_AT_K_SEED
+
     rows, _ = load_tasks(TasksConfig(recipe=str(task_recipe)), out / "check", key="check")
-    sampled = SamplingParams(temperature=1.0, max_tokens=16, stop=["e"])
+    modes = {"accuracy": (SamplingParams(temperature=1.0, max_tokens=16, stop=["e"]), 0),
+             "pass@k": (SamplingParams(n=4, temperature=1.0, max_tokens=16, stop=["e"]), PASS_AT_K_SEED)}
     threads = torch.get_num_threads()
     try:
         engine = HFEngine(tiny_models["chat"], dtype="float32", max_model_len=MAX_LEN, num_threads=1)
         answers = {}
-        for batch in make_batches(rows, 8):
-            params = [sampled.with_updates(seed=row_seed(0, row)) for row in batch.rows]
-            episodes = run_episodes(engine, batch.env, [r.task for r in batch.rows], params)
-            answers.update((row.task["id"], ep.trajectory.final_answer)
-                           for row, ep in zip(batch.rows, episodes, strict=True))
+        for mode, (sampling, seed) in modes.items():
+            for batch in make_batches(rows, 8):
+                params = [sampling.with_updates(seed=row_seed(seed, row)) for row in batch.rows]
+                episodes = run_episodes(engine, batch.env, [r.task for r in batch.rows], params)
+                answers.update(((mode, ep.task["id"], ep.sample_index), ep.trajectory.final_answer) for ep in episodes)
     finally:
         torch.set_num_threads(threads)
-    samples = [s for s in _samples(out) if s["kind"] == "task" and s["mode"] == "accuracy"]
-    chat = {s["task_id"]: s["response"] for s in samples if s["model"] == "chat"}
-    sft = {s["task_id"]: s["response"] for s in samples if s["model"] == "sft"}
-    assert chat == answers
-    assert chat != sft
+    samples = [s for s in _samples(out) if s["kind"] == "task"]
+    chat = {(s["mode"], s["task_id"], s["sample_index"]): s["response"] for s in samples if s["model"] == "chat"}
+    sft = {(s["mode"], s["task_id"], s["sample_index"]): s["response"] for s in samples if s["model"] == "sft"}
+    assert len(answers) == 9 * 5 and chat == answers
+    assert sum(chat[k] != sft[k] for k in chat) >= 10
 
 
 def test_win_rate_is_what_the_reward_model_says(evaluated, reward_model) -> None:
