@@ -146,6 +146,8 @@ def run_calibrate(cfg: CalibrateConfig, *, generator: Any = None, log: Log | Non
 
     # 1. Inputs, and the split: eval rows never reach training or fitting.
     model_dir = resolve_model(cfg.model, key=f"{source}: model")
+    if out.resolve() == model_dir.resolve():
+        raise UserError(f"{source}: output_dir: {out} is the input model's folder; write the result elsewhere")
     rows, inputs = load_rows(cfg, out)
     inputs[f"model:{model_dir}"] = model_fingerprint(model_dir)
     if already_done(out, STAGE, config, inputs):
@@ -361,12 +363,15 @@ def by_rlcr(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[Ta
 
 
 # -------------------------------------------------------------------------------------------------------- elicitation
+@dataclass
 class Scores:
     """Confidences in [0, 1] for a list of answers, the raw scores temperature scaling works on (p_yes logits, or
     the confidences themselves) and counts worth reporting (e.g. unparseable verbalized confidences)."""
 
-    def __init__(self, confidences: np.ndarray, raw: np.ndarray, are_logits: bool, stats: dict[str, Any]) -> None:
-        self.confidences, self.raw, self.are_logits, self.stats = confidences, raw, are_logits, stats
+    confidences: np.ndarray
+    raw: np.ndarray
+    are_logits: bool
+    stats: dict[str, Any]
 
 
 def elicit(answers: list[GradedAnswer], cfg: ElicitConfig, model: Any, tokenizer: Any, tokens: YesNoTokens) -> Scores:
