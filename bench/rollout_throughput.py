@@ -128,15 +128,16 @@ def main() -> None:
     prompts = build_prompts(AutoTokenizer.from_pretrained(model), args.prompts)
     common = (model, prompts, args.max_tokens, 1234, dtype, args.repeats)
 
-    results = {"bare vLLM LLM.generate": bench_bare_vllm(*common),
-               f"Ray rollout pool ({args.workers} worker(s))": bench_pool(*common, args.workers, args.num_cpus)}
+    print(f"model={args.model} ({dtype}) prompts={args.prompts} max_tokens={args.max_tokens} best of {args.repeats}",
+          flush=True)
+    runs = {"bare vLLM LLM.generate": lambda: bench_bare_vllm(*common),
+            f"Ray rollout pool ({args.workers} worker(s))": lambda: bench_pool(*common, args.workers, args.num_cpus)}
     if not args.skip_hf:
-        results["transformers generate"] = bench_hf(*common)
-
-    print(f"\nmodel={args.model} ({dtype}) prompts={args.prompts} max_tokens={args.max_tokens} "
-          f"best of {args.repeats}")
-    for name, (tps, tokens) in results.items():
-        print(f"  {name:<34} {tps:8.1f} tok/s  ({tokens} tokens)")
+        runs["transformers generate"] = lambda: bench_hf(*common)
+    results = {}
+    for name, run in runs.items():  # printed as they come: a long run that dies half-way still reports
+        tps, tokens = results[name] = run()
+        print(f"  {name:<34} {tps:8.1f} tok/s  ({tokens} tokens)", flush=True)
     names = list(results)
     pool_tps, bare_tps = results[names[1]][0], results[names[0]][0]
     ratios = {"pool / bare vLLM": pool_tps / bare_tps}
