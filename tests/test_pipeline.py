@@ -6,6 +6,7 @@ fingerprint records, the summary and the plots; a second run skips everything.""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,7 @@ def test_a_second_run_skips_every_stage_and_touches_nothing(tiny_run, tiny_model
     assert [r["metrics"] for r in again["stages"]] == [r["metrics"] for r in first["stages"]]
 
 
-CLI = "import posttrain.cli.pipeline; from posttrain.cli import main; main()"
+POSTTRAIN = str(Path(sys.executable).with_name("posttrain"))  # the console script of this environment
 
 
 def test_a_run_killed_during_sft_resumes_to_the_uninterrupted_weights(tiny_run, tiny_model_dir, tmp_path) -> None:
@@ -122,13 +123,12 @@ def test_a_run_killed_during_sft_resumes_to_the_uninterrupted_weights(tiny_run, 
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     from safetensors.torch import load_file
 
     run_dir = tmp_path / "killed"
-    args = [sys.executable, "-c", CLI, "pipeline", "--config", str(TINY), f"run_dir={run_dir}",
+    args = [POSTTRAIN, "pipeline", "--config", str(TINY), f"run_dir={run_dir}",
             f"model={tiny_model_dir}", "--until", "sft"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     checkpoint = run_dir / "sft" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
