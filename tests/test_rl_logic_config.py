@@ -103,10 +103,16 @@ def test_bad_inputs_fail_before_any_worker_starts(inputs, built_dataset_writer, 
 
 # --------------------------------------------------------------------------------------------- command line, shipped
 def test_cli_dry_run_and_errors(tmp_path) -> None:
-    done = subprocess.run([*CLI, "--config", str(ROOT / "configs/rl_logic.yaml"), "--dry-run", "algorithm=rloo"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "algorithm: rloo" in done.stdout and "num_generations: 4" in done.stdout
+    from typer.testing import CliRunner
+
+    import posttrain.cli.logic  # noqa: F401  registers rl-logic
+    from posttrain.cli import app
+
+    done = CliRunner().invoke(app, ["rl-logic", "--config", str(ROOT / "configs/rl_logic.yaml"), "--dry-run",
+                                    "algorithm=rloo"])
+    assert done.exit_code == 0, done.output
+    assert "algorithm: rloo" in done.output and "num_generations: 4" in done.output
+    # The console script: a bad value is one message and exit code 2, no traceback.
     bad = subprocess.run([*CLI, "--config", str(ROOT / "configs/rl_logic.yaml"), "train.beta=-1"],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     message = " ".join(bad.stderr.split())  # rich wraps long lines

@@ -21,15 +21,17 @@ import json
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from posttrain.config import validate
 from posttrain.errors import UserError
 from posttrain.manifest import read_manifest
 from posttrain.rejection.tasks import TaskRow, load_tasks
 from posttrain.rl.config import LogicTrackConfig
-from posttrain.rl.progress import MetricsLog, ProgressFn
 from posttrain.stages.reporting import print_summary, say
+
+if TYPE_CHECKING:
+    from posttrain.rl.progress import ProgressFn
 
 STAGE = "rl_logic"
 # (training environments, verifier pool per environment) -> (TRL reward functions, their weights)
@@ -48,23 +50,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], progress: Progres
     rewards and format penalty (the calibrate stage's RLCR reward).
     """
     from posttrain.models.loading import load_tokenizer, resolve_model
-    from posttrain.rl.heldout import HeldOutEval, evaluate_rows
-    from posttrain.rl.rewards import reward_functions
-    from posttrain.rl.rollout_func import PoolRollout
-    from posttrain.rl.trainer import LogicGRPOTrainer
-    from posttrain.rl.weight_sync import WeightSync
-    from posttrain.rollout.pool import RolloutPool
-    from posttrain.stages.training import (
-        already_done,
-        callbacks,
-        fit,
-        load_model,
-        model_fingerprint,
-        save_model,
-        start_fresh,
-        write_outputs,
-    )
-    from posttrain.verify_pool import VerifyPool
+    from posttrain.stages.training import already_done, model_fingerprint, start_fresh
 
     cfg = config if isinstance(config, LogicTrackConfig) else validate(LogicTrackConfig, config, source)
     out = Path(cfg.output_dir)
@@ -85,6 +71,17 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], progress: Progres
     params = bucket_params(cfg, rows + heldout_rows)
     start_fresh(out)
 
+    # Imported only now, so that a bad config or task row fails before TRL, vLLM and Ray load (seconds each).
+    from posttrain.rl.heldout import HeldOutEval, evaluate_rows
+    from posttrain.rl.progress import MetricsLog
+    from posttrain.rl.rewards import reward_functions
+    from posttrain.rl.rollout_func import PoolRollout
+    from posttrain.rl.trainer import LogicGRPOTrainer
+    from posttrain.rl.weight_sync import WeightSync
+    from posttrain.rollout.pool import RolloutPool
+    from posttrain.stages.training import callbacks, fit, load_model, save_model, write_outputs
+    from posttrain.verify_pool import VerifyPool
+
     with ExitStack() as stack:
         # 2. Workers: the rollout pool and one verifier pool per environment.
         if pool is None:
@@ -98,8 +95,8 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], progress: Progres
         tokenizer = load_tokenizer(model_dir)
         model, stored_dtype = load_model(model_dir)
         train_envs = list(dict.fromkeys(row.env for row in rows))
-        reward_funcs, reward_weights = (rewards or (lambda e, v: reward_functions(e, v, cfg.rewards)))(
-            train_envs, verifiers)
+        make_rewards = rewards or (lambda envs_, verifiers_: reward_functions(envs_, verifiers_, cfg.rewards))
+        reward_funcs, reward_weights = make_rewards(train_envs, verifiers)
         sync = WeightSync(pool, dtype=stored_dtype)
         hooks: list[Any] = [MetricsLog(out / METRICS_FILE, progress), sync]
         heldout = None
