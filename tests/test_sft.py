@@ -63,7 +63,7 @@ def test_full_finetune_writes_a_model_that_reloads_and_reruns_as_a_no_op(tiny_mo
     assert m["train_loss_last"] < m["train_loss_first"]
     assert m["rows_train"] + m["rows_eval"] == 25 and m["rows_eval"] == 5
     assert m["rows_truncated"] == 1  # the long story is reported, not silently cut
-    assert m["eval_loss"] > 0 and m["tokens"] > 0 and m["tokens_per_second"] > 0
+    assert m["eval_loss"] > 0 and m["tokens"] > 0 and m["tokens_per_second"] > 0 and m["tokens_per_cpu_second"] > 0
     assert str(chat_data / "manifest.json") in manifest["inputs"] and "model.safetensors" in manifest["outputs"]
     assert len(losses(out)) == 4
     assert list((out / "logs").glob("events.out.tfevents.*"))  # TensorBoard, outside the cleaned-up checkpoints/

@@ -69,7 +69,7 @@ def training_metrics(result: Any, eval_metrics: dict[str, float], log_history: l
     """The numbers a manifest keeps: first/last/mean train loss, eval loss, steps, duration, tokens and tokens/s.
 
     ``tokens`` counts the non-padding tokens this session trained on (TRL's ``num_tokens``; a resumed run counts from
-    the resume point, as does ``duration_s``).
+    the resume point, as do ``duration_s`` and ``cpu_seconds``, the CPU time of this process while training).
     """
     losses = [row["loss"] for row in log_history if "loss" in row]
     tokens = next((row["num_tokens"] for row in reversed(log_history) if "num_tokens" in row and "loss" in row), 0)
@@ -84,6 +84,10 @@ def training_metrics(result: Any, eval_metrics: dict[str, float], log_history: l
         "tokens": int(tokens),
         "tokens_per_second": round(tokens / runtime, 2) if runtime > 0 else None,
     }
+    cpu = result.metrics.get("train_cpu_seconds")
+    if cpu:
+        metrics["cpu_seconds"] = round(cpu, 3)
+        metrics["tokens_per_cpu_second"] = round(tokens / cpu, 2)
     if "eval_loss" in eval_metrics:
         metrics["eval_loss"] = eval_metrics["eval_loss"]
     return metrics

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -230,7 +231,10 @@ def fit(trainer: Any, out: Path, resume: bool) -> tuple[Any, dict[str, float]]:
     checkpoint = last_checkpoint(trainer, out, resume)
     if checkpoint and trainer.is_world_process_zero():
         say(f"resuming from {checkpoint}")
+    cpu_start = time.process_time()
     result = trainer.train(resume_from_checkpoint=checkpoint)
+    # CPU seconds of this process: unlike wall time, barely moved by other jobs sharing the machine.
+    result.metrics["train_cpu_seconds"] = time.process_time() - cpu_start
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     return result, eval_metrics
 
