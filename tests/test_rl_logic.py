@@ -314,3 +314,30 @@ def test_reward_rises_on_a_learnable_task(pool, plugin_envs, tiny_model_dir, bui
     rewards = [r["reward"] for r in read_jsonl(tmp_path / "out" / "metrics.jsonl") if "reward" in r]
     assert before < 0.1 and after > before + 0.4, (before, after, rewards)
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.3 and not any(math.isnan(r) for r in rewards)
+
+
+def test_the_track_runs_inside_a_ray_actor(pool, plugin_envs, tiny_model_dir, built_dataset_writer, tmp_path) -> None:
+    """How the parallel runner calls it: in its own actor, with its own rollout workers, reporting progress back."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Track:
+        def run(self, config: dict) -> tuple[dict, list[int]]:
+            from posttrain.stages.rl_logic import run_logic_track
+
+            rows: list[dict] = []
+            return run_logic_track(config, progress=rows.append), [r["step"] for r in rows]
+
+    digits = plugin_envs["digits"]
+    config = base_config(tiny_model_dir, tmp_path / "out",
+                         task_dataset(built_dataset_writer, tmp_path / "t", plugin_tasks(digits, 4, 0)),
+                         train={"max_steps": 1, "prompts_per_step": 2},
+                         rollout={"engine": "hf", "resources": {"num_cpus": 1},
+                                  "engine_kwargs": {"dtype": "float32", "max_model_len": 512}})
+    actor = Track.remote()
+    try:
+        manifest, steps = ray.get(actor.run.remote(config), timeout=600)
+    finally:
+        ray.kill(actor)
+    assert manifest["metrics"]["steps"] == 1 and steps[-1] == 1
+    assert (tmp_path / "out" / "model.safetensors").is_file()
