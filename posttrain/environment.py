@@ -44,7 +44,8 @@ class StepResult:
 
 @dataclass
 class VerifyResult:
-    """A verdict on a whole trajectory. ``error`` is set when verification itself failed (crash, timeout): never a pass."""
+    """A verdict on a whole trajectory. ``error`` is set when verification itself failed (crash, timeout): never a
+    pass."""
 
     passed: bool
     score: float

@@ -1,4 +1,5 @@
-"""Manifests: every stage writes ``manifest.json`` into its output folder (inputs' hashes, config, metrics, versions)."""
+"""Manifests: every stage writes ``manifest.json`` into its output folder (inputs' hashes, config, metrics,
+versions)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ console_err = Console(stderr=True)
 T = TypeVar("T", bound=BaseModel)
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="Stage config YAML file.", exists=False, dir_okay=False)
-OVERRIDES_ARG = typer.Argument(None, help="Dotted KEY=VALUE overrides, e.g. train.learning_rate=1e-5", show_default=False)
+OVERRIDES_ARG = typer.Argument(None, help="Dotted KEY=VALUE overrides, e.g. train.learning_rate=1e-5",
+                               show_default=False)
 DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Print the resolved config and exit.")
 
 
