@@ -298,8 +298,8 @@ def test_rloo_advantages_are_leave_one_out(pool, plugin_envs, tiny_model_dir, tm
 def test_reward_rises_on_a_learnable_task(pool, plugin_envs, tiny_model_dir, built_dataset_writer, tmp_path) -> None:
     """Learning, not just running: on the digits task the held-out reward of the tiny model goes from ~0 to most of
     the way to 1 in 20 steps (it takes off after 7-11 steps at lr 3e-2; this fails if the advantages, the masks or
-    the weight pushes are wrong). It took 79 s here with the 2 cores shared by ~25 other busy processes; the test's
-    own CPU time is a small fraction of that."""
+    the weight pushes are wrong). Measured: 79 s of wall time on 2 cores with a load average near 25 (other jobs);
+    less on idle cores."""
     from posttrain.stages.rl_logic import run_logic_track
 
     digits = plugin_envs["digits"]
