@@ -2,9 +2,9 @@
 
 The recipe, top to bottom:
 
-1. inputs: the model and the task rows (a task recipe or a built task dataset); the same config and inputs as a
-   finished run -> nothing to do. The rows are split once, by a seeded shuffle, into a held-out **eval** split (never
-   trained or fitted on) and a **fit** split the method learns from;
+1. inputs: the model and the task rows (a task recipe, a built task dataset or an environment's generator); the same
+   config and inputs as a finished run -> nothing to do. The rows are split once, by a seeded shuffle, into a
+   held-out **eval** split (never trained or fitted on) and a **fit** split the method learns from;
 2. workers: the rollout pool (or an engine) that writes answers, one verifier pool per environment, and the model in
    this process that reads confidences;
 3. before: the model answers the eval split (``sampling.eval``, greedy by default), the verifiers grade the answers,
