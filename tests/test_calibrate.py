@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-import posttrain.cli.calibrate  # noqa: F401  registers `posttrain calibrate` on the app
 from posttrain.calibration.elicit import ElicitConfig, p_yes_logits, sigmoid, yes_no_tokens
 from posttrain.config import load_config, validate
 from posttrain.errors import UserError
