@@ -24,6 +24,8 @@ def write_summary(p: Plan, rows: list[dict[str, Any]], seconds: float, source: s
         plots = {}
     summary = {
         "config": source, "run_dir": str(p.run_dir), "seconds": round(seconds, 1),
+        # the recipe's compute time so far: every finished stage's own run time, whenever it ran
+        "stage_seconds": round(sum(r.get("duration_s") or 0 for r in rows if r["status"] in ("ran", "skipped")), 1),
         "stages": [{**row, "folder": str(folders[row["stage"]]) if folders.get(row["stage"]) else None}
                    for row in rows],
         "eval": next((r["metrics"].get("table") for r in rows if r["stage"] == "eval" and r.get("metrics")), None),
@@ -76,7 +78,8 @@ def _time(row: dict[str, Any]) -> str:
 
 def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# posttrain pipeline: {summary['run_dir']}", "", f"Config: `{summary['config']}`; "
-             f"{summary['seconds']:.0f} s in this invocation.", "",
+             f"{summary['seconds']:.0f} s in this invocation; {summary['stage_seconds']:.0f} s of stage time in total.",
+             "",
              "| stage | status | time | before -> after | details |", "|:---|:---|---:|:---|:---|"]
     for row in summary["stages"]:
         metrics = row.get("metrics") or {}
@@ -94,6 +97,7 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from posttrain.cli.common import console
@@ -105,8 +109,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     for row in summary["stages"]:
         metrics = row.get("metrics") or {}
         style = STATUS_STYLE.get(row["status"], "yellow")
-        table.add_row(row["stage"], f"[{style}]{row['status']}[/]", _time(row), "\n".join(gain_lines(metrics)),
-                      detail_text(metrics) or row.get("error", ""))
+        table.add_row(row["stage"], f"[{style}]{escape(row['status'])}[/]", _time(row),
+                      escape("\n".join(gain_lines(metrics))), escape(detail_text(metrics) or row.get("error", "")))
     console.print(table)
     if summary.get("eval"):
         from posttrain.evaluation.table import rich_table
@@ -114,4 +118,5 @@ def print_summary(summary: dict[str, Any]) -> None:
         console.print(rich_table(summary["eval"]["columns"], summary["eval"]["rows"], "evaluation"))
     if summary["plots"]:
         console.print(f"plots: {', '.join(str(Path(summary['run_dir']) / p) for p in summary['plots'].values())}")
-    console.print(f"summary: {Path(summary['run_dir']) / 'summary.md'}")
+    console.print(f"summary: {Path(summary['run_dir']) / 'summary.md'} ({summary['stage_seconds']:.0f} s of stage "
+                  "time)", highlight=False)
