@@ -8,7 +8,7 @@ quickstart: setup
 	bash scripts/quickstart.sh
 
 test: setup
-	.venv/bin/python -m pytest -q --timeout=900 tests
+	.venv/bin/python -m pytest -q --timeout=900 --durations=30 tests
 
 lint: setup
 	.venv/bin/ruff check posttrain envs tests bench scripts
