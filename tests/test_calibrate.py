@@ -237,9 +237,10 @@ def test_tuning_moves_p_yes_toward_the_labels_and_keeps_the_answers(always4_dir,
     assert tok.decode(new, skip_special_tokens=True) == ANSWER
 
 
-def test_tuning_end_to_end(engine, always4_dir, tasks_dir, tmp_path) -> None:
+def test_tuning_end_to_end_merged(engine, always4_dir, tasks_dir, tmp_path) -> None:
     out = tmp_path / "out"
-    cfg = _config(always4_dir, tasks_dir, out, method="tuning", tuning__max_steps=4, tuning__learning_rate=1e-2)
+    cfg = _config(always4_dir, tasks_dir, out, method="tuning", tuning__max_steps=4, tuning__learning_rate=1e-2,
+                  tuning__output="merged")
     manifest = run_calibrate(cfg, generator=engine)
     assert manifest["status"] == "calibrated" and manifest["output_model"] == "calibrated model"
     m = manifest["metrics"]
@@ -248,10 +249,51 @@ def test_tuning_end_to_end(engine, always4_dir, tasks_dir, tmp_path) -> None:
     # The output folder holds the merged, tuned model (new weights) with its settings, and nothing left over.
     assert file_sha256(out / "model.safetensors") != file_sha256(always4_dir / "model.safetensors")
     assert not (out / "candidate").exists() and not (out / "work").exists()
+    assert not (out / "confidence_adapter").exists()
     assert json.loads((out / "config.json").read_text())["posttrain_calibration"]["method"] == "tuning"
     assert len(_jsonl(out / "report" / "answers_train.jsonl")) == 24
     assert len(_jsonl(out / "report" / "answers_eval_after.jsonl")) == 12
     assert (out / "report" / "reliability.png").is_file()
+
+
+def test_tuning_end_to_end_adapter_keeps_the_answers(engine, always4_dir, tasks_dir, tmp_path) -> None:
+    """The default output: the input weights answer (so accuracy cannot move) and a LoRA reads the confidence."""
+    from transformers import AutoTokenizer
+
+    from posttrain.calibration.elicit import load_confidence_model
+
+    out = tmp_path / "out"
+    cfg = _config(always4_dir, tasks_dir, out, method="tuning", tuning__max_steps=4, tuning__learning_rate=1e-2)
+    manifest = run_calibrate(cfg, generator=engine)
+    assert manifest["status"] == "calibrated" and "confidence adapter" in manifest["output_model"]
+    m = manifest["metrics"]
+    assert m["after"]["accuracy"] == m["before"]["accuracy"] and m["output"] == "adapter"
+    assert file_sha256(out / "model.safetensors") == file_sha256(always4_dir / "model.safetensors")
+    assert (out / "confidence_adapter" / "adapter_config.json").is_file()
+    assert any(k.startswith("confidence_adapter/") for k in manifest["outputs"])
+    assert not (out / "candidate_adapter").exists() and not (out / "work").exists()
+    saved = json.loads((out / "config.json").read_text())["posttrain_calibration"]
+    assert saved["confidence_adapter"] == "confidence_adapter"
+
+    # One answer list, two confidences; the adapter moved them, and reloading the folder reads the same numbers.
+    rows = _jsonl(out / "report" / "answers_eval.jsonl")
+    assert len(rows) == 12
+    before = np.array([r["confidence_before"] for r in rows])
+    after = np.array([r["confidence_after"] for r in rows])
+    assert np.abs(after - before).max() > 1e-3
+    questions = {json.loads(t)["id"]: json.loads(t)["messages"] for t in _task_records(tasks_dir)}
+    conversations = [[*questions[r["task_id"]], {"role": "assistant", "content": r["answer"]}] for r in rows]
+    tok = AutoTokenizer.from_pretrained(out)
+    elicit_cfg = ElicitConfig()
+    reread = sigmoid(p_yes_logits(load_confidence_model(out), tok, conversations, config=elicit_cfg,
+                                  tokens=yes_no_tokens(tok, elicit_cfg.yes_words, elicit_cfg.no_words)))
+    np.testing.assert_allclose(reread, after, atol=1e-4)
+
+
+def _task_records(tasks_dir: Path) -> list[str]:
+    from posttrain.data import load_built
+
+    return load_built(tasks_dir)["task"]
 
 
 def test_every_elicitation_on_graded_answers(engine, always4_dir, tasks_dir) -> None:

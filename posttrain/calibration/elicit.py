@@ -230,6 +230,22 @@ def sequence_likelihood(logprobs: Sequence[float]) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------------- consumers
+def load_confidence_model(model_dir: str | Path) -> Any:
+    """The model that reads p_yes confidences for a calibrated folder (float32, eval mode): the folder's own model,
+    with its LoRA confidence adapter applied when calibration tuning saved one (``tuning.output: adapter``). Answers
+    still come from the folder's model without the adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    adapter = (load_calibration(model_dir) or {}).get("confidence_adapter")
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, Path(model_dir) / adapter)
+    return model.eval()
+
+
 def load_calibration(model_dir: str | Path) -> dict[str, Any] | None:
     """The calibration settings a calibrate run saved with a model (method, elicitation settings, temperature), or
     None for a model that was never calibrated. Apply the temperature with

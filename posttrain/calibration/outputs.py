@@ -19,6 +19,7 @@ from posttrain.manifest import MANIFEST, file_sha256, write_json
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 NOT_MODEL_FILES = (MANIFEST, "metrics.jsonl")  # a stage's own records, not part of the model
+ADAPTER_DIR = "confidence_adapter"  # tuning's LoRA when the answering weights stay the input's (tuning.output: adapter)
 
 
 @dataclass(frozen=True)

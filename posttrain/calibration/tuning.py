@@ -31,6 +31,10 @@ class TuningSettings(Schema):
     """The ``tuning`` section: the loss and the optimisation of the LoRA adapter."""
 
     kl_coef: float = Field(1.0, ge=0.0, description="weight of the KL to the base model on the answer tokens")
+    output: Literal["adapter", "merged"] = Field(
+        "adapter", description="adapter: the output keeps the input weights (answers bit-identical) and saves the LoRA "
+        "as confidence_adapter/, applied only to read p_yes; merged: the LoRA merged into the weights (one model for "
+        "answers and confidence; the KL term keeps answers close, but greedy answers can still change)")
     epochs: PositiveFloat = 1.0
     max_steps: PositiveInt | None = Field(None, description="stop after this many optimizer steps (overrides epochs)")
     learning_rate: PositiveFloat = 1e-4

@@ -286,6 +286,7 @@ class MethodResult:
     candidate: Path | None  # the calibrated model's folder; None when the weights do not change
     temperature: float  # to apply to the elicited score at inference (1.0: none)
     details: dict[str, Any]
+    adapter: Path | None = None  # a LoRA applied only when reading confidences (the answering weights unchanged)
 
 
 def by_temperature(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[TaskRow],
@@ -323,16 +324,25 @@ def by_tuning(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[
     trainer, counts = make_trainer(reader.model, reader.tokenizer, examples, reader.tokens, cfg.elicitation.query,
                                    cfg.tuning, cfg.lora, out / "work")
     result, _ = fit(trainer, out / "work", resume=False)
+    training = {**training_metrics(result, {}, trainer.state.log_history, trainer.state.global_step), **counts}
+    details = {"training": training, "train_answers": len(answers), "output": cfg.tuning.output}
+    if cfg.tuning.output == "adapter":
+        # The answering weights stay the input's, so the eval answers are the "before" ones, now read with the adapter.
+        adapter = out / "candidate_adapter"
+        tuned = trainer.accelerator.unwrap_model(trainer.model).eval()
+        tuned.save_pretrained(adapter)
+        with_adapter = Reader(tuned, reader.stored_dtype, reader.tokenizer, reader.tokens)
+        after_scores = with_adapter.scores(before, cfg.elicitation)
+        return MethodResult(before, after_scores, None, 1.0, details, adapter=adapter)
     candidate = out / "candidate"
     save_model(trainer, candidate, reader.tokenizer, cfg.lora.model_copy(update={"merge": True}), reader.stored_dtype)
-    training = {**training_metrics(result, {}, trainer.state.log_history, trainer.state.global_step), **counts}
     del trainer
 
     workers.load_weights(candidate)
     tuned, _ = load_model(candidate)  # the saved artifact (in its stored dtype) is what gets judged
     after = workers.answers(eval_rows, cfg.sampling.eval, "eval split, after")
     after_scores = Reader(tuned, reader.stored_dtype, reader.tokenizer, reader.tokens).scores(after, cfg.elicitation)
-    return MethodResult(after, after_scores, candidate, 1.0, {"training": training, "train_answers": len(answers)})
+    return MethodResult(after, after_scores, candidate, 1.0, details)
 
 
 def by_rlcr(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[TaskRow], eval_rows: list[TaskRow],
@@ -407,6 +417,7 @@ def finish(cfg: CalibrateConfig, out: Path, model_dir: Path, inputs: dict[str, s
     import shutil
 
     from posttrain.calibration.outputs import (
+        ADAPTER_DIR,
         accuracy_guard,
         clear_model_files,
         model_hashes,
@@ -439,28 +450,40 @@ def finish(cfg: CalibrateConfig, out: Path, model_dir: Path, inputs: dict[str, s
 
     # The output model: the candidate when the guard passed, else the input model (also when weights never change).
     clear_model_files(out)
+    shutil.rmtree(out / ADAPTER_DIR, ignore_errors=True)
+    adapter = None
     if guard.passed and result.candidate is not None:
         weights = place_model(result.candidate, out, move=True)
         output_model = "calibrated model"
     else:
         weights = place_model(model_dir, out, move=False)
-        output_model = ("INPUT model kept: the accuracy guard failed and the calibrated candidate was discarded"
-                        if not guard.passed else "input model weights with the fitted temperature")
-    if result.candidate is not None and result.candidate.exists():
-        shutil.rmtree(result.candidate)
+        if not guard.passed:
+            output_model = "INPUT model kept: the accuracy guard failed and the calibrated candidate was discarded"
+        elif result.adapter is not None:
+            result.adapter.replace(out / ADAPTER_DIR)
+            adapter = ADAPTER_DIR
+            output_model = f"input model weights (answers unchanged) with the confidence adapter in {ADAPTER_DIR}/"
+        else:
+            output_model = "input model weights with the fitted temperature"
+    for leftover in (result.candidate, result.adapter):
+        if leftover is not None and leftover.exists():
+            shutil.rmtree(leftover)
     if (out / "work").is_dir():
         shutil.rmtree(out / "work")
     save_calibration_settings(out, {
         "calibrated": guard.passed, "method": cfg.method, "elicitation": cfg.elicitation.model_dump(mode="json"),
         "tokens": tokens.to_dict(), "temperature": result.temperature if guard.passed else 1.0,
-        "scores_are_logits": before_scores.are_logits})
+        "scores_are_logits": before_scores.are_logits, "confidence_adapter": adapter})
 
     status = "calibrated" if guard.passed else "guard_failed"
     metrics = {"status": status, "output_model": output_model, "weights": weights, "guard": guard.to_dict(),
                "before": report_before.to_dict(), "after": report_after.to_dict(), "seconds": round(seconds, 1),
                **{k: v for k, v in details.items() if k not in ("method", "elicitation")}}
+    outputs = {**model_hashes(out), **{f"report/{k}": v for k, v in report_files.items()}}
+    if adapter:
+        outputs.update({f"{adapter}/{k}": v for k, v in model_hashes(out / adapter).items()})
     manifest = {"stage": STAGE, "status": status, "output_model": output_model, "config": config, "inputs": inputs,
-                "outputs": {**model_hashes(out), **{f"report/{k}": v for k, v in report_files.items()}},
+                "outputs": outputs,
                 "metrics": metrics}
     write_manifest(out, manifest)
 
