@@ -159,9 +159,26 @@ def _clear(run_dir: Path, folders: list[Path]) -> None:
 def _execute(stage: PlannedStage, source: str) -> dict[str, Any]:
     """Run the stage here, or as a Ray task with its resources; -> where it ran."""
     if stage.control.ray_task is None:
-        run_stage(stage.name, stage.config, source, say)
+        try:
+            run_stage(stage.name, stage.config, source, say)
+        finally:
+            _release_memory()
         return {"host": socket.gethostname(), "pid": os.getpid(), "ray_task": False}
     return _execute_in_ray_task(stage, source)
+
+
+def _release_memory() -> None:
+    """Hand the memory a finished in-process stage freed back to the OS. glibc keeps freed heap pages in the process
+    (a full fine-tune leaves gigabytes), and the next stages' rollout workers and trainers are other processes: on a
+    24 GB machine the RL tracks were OOM-killed while this process still held the rs stage's SFT memory."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _execute_in_ray_task(stage: PlannedStage, source: str) -> dict[str, Any]:
@@ -174,6 +191,7 @@ def _execute_in_ray_task(stage: PlannedStage, source: str) -> dict[str, Any]:
     threads = str(max(1, int(task.num_cpus)))
     remote = ray.remote(_stage_task).options(
         num_cpus=task.num_cpus, num_gpus=task.num_gpus, resources=task.resources or None, max_retries=0,
+        max_calls=1,  # the worker process exits after the stage, so its memory does not outlive it
         runtime_env={"env_vars": {"OMP_NUM_THREADS": threads}})
     say(f"[{stage.name}] running as a Ray task ({task.num_cpus} CPUs, {task.num_gpus} GPUs"
         + (f", {task.resources}" if task.resources else "") + ")")
