@@ -111,7 +111,8 @@ def model_variants(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
 
     return {
         "copy": variant("copy", lambda folder: None),
-        "dtype": variant("dtype", config_edit(dtype="bfloat16", transformers_version="0.0")),
+        "dtype": variant("dtype", config_edit(dtype="bfloat16", transformers_version="0.0",
+                                              posttrain_calibration={"method": "temperature", "temperature": 2.0})),
         "layers": variant("layers", config_edit(num_hidden_layers=1)),
         "tokenizer": variant("tokenizer", template_edit),
     }
@@ -120,7 +121,8 @@ def model_variants(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
 def test_which_models_can_share_running_workers(tiny_model_dir: Path, model_variants: dict[str, Path]) -> None:
     base = architecture_key(tiny_model_dir)
     assert architecture_key(model_variants["copy"]) == base
-    assert architecture_key(model_variants["dtype"]) == base  # stored dtype and bookkeeping keys do not matter
+    # stored dtype and bookkeeping keys (a calibrated model's settings among them) do not matter
+    assert architecture_key(model_variants["dtype"]) == base
     assert architecture_key(model_variants["layers"]) != base
     assert architecture_key(model_variants["tokenizer"]) != base  # the engine keeps its own tokenizer
     models = {"a": tiny_model_dir, "b": model_variants["layers"], "c": model_variants["copy"],
