@@ -189,9 +189,10 @@ def _execute_in_ray_task(stage: PlannedStage, source: str) -> dict[str, Any]:
     start_ray()
     task = stage.control.ray_task
     threads = str(max(1, int(task.num_cpus)))
-    remote = ray.remote(_stage_task).options(
+    # max_calls=1: the worker process exits after the stage, so its memory does not outlive it (only settable in
+    # ray.remote(), not in .options())
+    remote = ray.remote(max_calls=1)(_stage_task).options(
         num_cpus=task.num_cpus, num_gpus=task.num_gpus, resources=task.resources or None, max_retries=0,
-        max_calls=1,  # the worker process exits after the stage, so its memory does not outlive it
         runtime_env={"env_vars": {"OMP_NUM_THREADS": threads}})
     say(f"[{stage.name}] running as a Ray task ({task.num_cpus} CPUs, {task.num_gpus} GPUs"
         + (f", {task.resources}" if task.resources else "") + ")")
