@@ -79,11 +79,13 @@ def _fmt(value: Any) -> str:
 
 # ------------------------------------------------------------------------------------------------------------ model
 def clear_model_files(out: Path) -> None:
-    """Remove the top-level files a previous run left in ``out`` (folders such as ``report/`` are rewritten)."""
+    """Remove the model a previous run left in ``out``: its top-level files and its confidence adapter (folders such
+    as ``report/`` are rewritten)."""
     if out.is_dir():
         for p in out.iterdir():
             if p.is_file() or p.is_symlink():
                 p.unlink()
+        shutil.rmtree(out / ADAPTER_DIR, ignore_errors=True)
 
 
 def place_model(src: Path, out: Path, *, move: bool) -> str:

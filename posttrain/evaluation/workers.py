@@ -16,15 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from posttrain.calibration.elicit import CONFIG_KEY
 from posttrain.manifest import file_sha256
 from posttrain.rollout.engines import weight_files
 from posttrain.rollout.pool import RolloutConfig, RolloutPool
 
-# config.json keys that do not change what the engine computes once weights are in place
-# Keys that do not change what a weight update can load; posttrain_calibration: how `posttrain calibrate` reads
-# confidences, saved with the calibrated model (its weights are the same architecture's).
-BOOKKEEPING_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache",
-                    "posttrain_calibration")
+# config.json keys that do not change what the engine computes once weights are in place (CONFIG_KEY: how
+# `posttrain calibrate` reads confidences, saved with a calibrated model)
+BOOKKEEPING_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache", CONFIG_KEY)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
 GENERATION_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")

@@ -450,7 +450,6 @@ def finish(cfg: CalibrateConfig, out: Path, model_dir: Path, inputs: dict[str, s
 
     # The output model: the candidate when the guard passed, else the input model (also when weights never change).
     clear_model_files(out)
-    shutil.rmtree(out / ADAPTER_DIR, ignore_errors=True)
     adapter = None
     if guard.passed and result.candidate is not None:
         weights = place_model(result.candidate, out, move=True)
