@@ -229,6 +229,18 @@ def test_weight_updates_without_restart(vllm_engine, hf_engine, prompts, tiny_mo
         engine.update_weights(trained.state_dict())
         assert _matches(engine.generate(prompts, greedy), ref_first)
 
+    # 2b. what the RL trainer pushes: the state dict without the tied lm_head's second name (the embedding is the
+    #     head); both engines must re-tie it, or the head stays the old model's
+    from posttrain.rl.weight_sync import distinct_tensors
+
+    second = AutoModelForCausalLM.from_pretrained(str(second_model_dir), dtype=torch.float32)
+    pushed = dict(distinct_tensors(second.state_dict()))
+    assert "lm_head.weight" not in pushed and "model.embed_tokens.weight" in pushed
+    for engine in (vllm_engine, hf_engine):
+        engine.update_weights(pushed)
+        assert _matches(engine.generate(prompts, greedy), ref_second)
+        engine.update_weights(trained.state_dict())
+
     # 3. a partial update (one tensor): a scaled final norm sharpens the distribution; log-probs move, and both
     #    engines agree on the new values
     before = vllm_engine.generate(prompts[:1], greedy)[0][0]

@@ -18,6 +18,19 @@ from typing import Any
 from transformers import TrainerCallback
 
 
+def distinct_tensors(state_dict: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The state dict without a second name for the same storage: a tied ``lm_head`` is the embedding (a fifth of
+    SmolLM2's bytes), and both engines re-tie it from the embedding when it is loaded."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    found = []
+    for name, tensor in state_dict.items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key not in seen:
+            seen.add(key)
+            found.append((name, tensor))
+    return found
+
+
 class WeightSync(TrainerCallback):
     def __init__(self, pool: Any, dtype: Any = None) -> None:
         self.pool, self.dtype = pool, dtype
@@ -29,7 +42,7 @@ class WeightSync(TrainerCallback):
         started = time.perf_counter()
         model = getattr(model, "module", model)  # DDP / accelerate wrappers
         tensors = {name: t.detach().to(self.dtype) if self.dtype is not None else t.detach()
-                   for name, t in model.state_dict().items()}
+                   for name, t in distinct_tensors(model.state_dict())}
         self.pool.update_weights(tensors)
         self.synced_step = step
         self.pushes += 1
