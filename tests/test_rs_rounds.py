@@ -22,8 +22,10 @@ def _rs_overrides(model: Path, out: Path, train: Path, heldout: Path) -> list[st
             "rollout.engine_kwargs={dtype: float32, max_model_len: 512}",
             *[f"sample.{o}" for o in sample], "sample.sampling.n=2",
             f"heldout.tasks.recipe={heldout}",
+            # full-length held-out replies (no stop string): ~200 sampled tokens, so a changed policy shows in them
+            "heldout.sampling={n: 2, temperature: 1.0, max_tokens: 24}",
             # a big learning rate so that two steps visibly change what the policy samples
-            "sft.train={max_steps: 2, batch_size: 4, learning_rate: 0.003, max_length: 256, save_steps: 100, "
+            "sft.train={max_steps: 2, batch_size: 4, learning_rate: 0.02, max_length: 256, save_steps: 100, "
             "report_to: [], lr_scheduler: constant}"]
 
 
