@@ -230,12 +230,15 @@ def test_weight_updates_without_restart(vllm_engine, hf_engine, prompts, tiny_mo
         assert _matches(engine.generate(prompts, greedy), ref_first)
 
     # 2b. what the RL trainer pushes: the state dict without the tied lm_head's second name (the embedding is the
-    #     head); both engines must re-tie it, or the head stays the old model's
+    #     head), packed into one buffer as it reaches a worker; both engines must re-tie the head, or it stays the
+    #     old model's
     from posttrain.rl.weight_sync import distinct_tensors
+    from posttrain.rollout.packing import pack_tensors
 
     second = AutoModelForCausalLM.from_pretrained(str(second_model_dir), dtype=torch.float32)
-    pushed = dict(distinct_tensors(second.state_dict()))
-    assert "lm_head.weight" not in pushed and "model.embed_tokens.weight" in pushed
+    pushed = pack_tensors(distinct_tensors(second.state_dict()))
+    names = [spec.name for spec in pushed.specs]
+    assert "lm_head.weight" not in names and "model.embed_tokens.weight" in names
     for engine in (vllm_engine, hf_engine):
         engine.update_weights(pushed)
         assert _matches(engine.generate(prompts, greedy), ref_second)

@@ -123,6 +123,17 @@ def test_weight_updates_reach_every_worker(pool, reference, prompts, tiny_model_
     after_tensors = pool.generate(prompts, greedy)
     assert _same(after_tensors, reference.generate(prompts, greedy)) and not _same(after_tensors, after_path)
 
+    # what the RL trainer pushes every step: the state dict packed and cast to bf16 in one reused buffer
+    from posttrain.rl.weight_sync import distinct_tensors
+    from posttrain.rollout.packing import TensorPacker
+
+    second = AutoModelForCausalLM.from_pretrained(str(second_model_dir), dtype=torch.float32).state_dict()
+    packed = TensorPacker().pack(distinct_tensors(second), torch.bfloat16)
+    pool.update_weights(packed)
+    reference.update_weights(packed)
+    after_packed = pool.generate(prompts, greedy)
+    assert _same(after_packed, reference.generate(prompts, greedy)) and not _same(after_packed, after_tensors)
+
     with pytest.raises(UserError, match="checkpoint folder not found"):
         pool.update_weights_from_path(second_model_dir / "missing")
 

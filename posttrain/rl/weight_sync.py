@@ -1,8 +1,9 @@
 """Keep the rollout workers on the policy being trained: push the trainer's weights after every optimizer step.
 
-The weights travel in memory (``RolloutPool.update_weights``: named tensors, put once in Ray's object store, loaded
-in place by every worker; a worker recreated after a crash reloads the latest ones). They are pushed in the dtype the
-model is stored in (bf16 for SmolLM2), which is what the engines run, so a push costs half the bytes of fp32.
+The weights travel in memory (``RolloutPool.update_weights``: packed into one buffer, put once in Ray's object
+store, loaded in place by every worker; a worker recreated after a crash reloads the latest ones). They are pushed in
+the dtype the model is stored in (bf16 for SmolLM2), which is what the engines run, so a push costs half the bytes of
+fp32; the packing buffer is kept between pushes and the cast happens in the packing copy.
 
 Pushes happen at the start of training (a resumed run's workers must get the checkpoint's weights, and a pool shared
 between runs may hold another run's) and at the end of every optimizer step, before the held-out evaluation and the
@@ -16,6 +17,8 @@ import time
 from typing import Any
 
 from transformers import TrainerCallback
+
+from posttrain.rollout.packing import TensorPacker
 
 
 def distinct_tensors(state_dict: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -34,6 +37,7 @@ def distinct_tensors(state_dict: dict[str, Any]) -> list[tuple[str, Any]]:
 class WeightSync(TrainerCallback):
     def __init__(self, pool: Any, dtype: Any = None) -> None:
         self.pool, self.dtype = pool, dtype
+        self.packer = TensorPacker()
         self.synced_step: int | None = None  # the optimizer step whose weights the workers hold
         self.pushes = 0
         self.seconds = 0.0
@@ -41,9 +45,7 @@ class WeightSync(TrainerCallback):
     def push(self, model: Any, step: int) -> None:
         started = time.perf_counter()
         model = getattr(model, "module", model)  # DDP / accelerate wrappers
-        tensors = {name: t.detach().to(self.dtype) if self.dtype is not None else t.detach()
-                   for name, t in distinct_tensors(model.state_dict())}
-        self.pool.update_weights(tensors)
+        self.pool.update_weights(self.packer.pack(distinct_tensors(model.state_dict()), self.dtype))
         self.synced_step = step
         self.pushes += 1
         self.seconds += time.perf_counter() - started

@@ -11,7 +11,8 @@ ends with an end-of-sequence token keeps that token in ``token_ids`` (and out of
 
 Weights can be replaced without restarting the engine: from a checkpoint folder (``update_weights_from_path``) or from
 in-memory tensors named as in a transformers checkpoint, e.g. a training model's ``state_dict()``
-(``update_weights``). Partial updates (a subset of the tensors) are allowed.
+(``update_weights``; also as ``PackedTensors``, the form they travel to Ray workers in). Partial updates (a subset
+of the tensors) are allowed.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from typing import Any, Literal
 import torch
 
 from posttrain.errors import UserError
+from posttrain.rollout.packing import PackedTensors
 from posttrain.rollout.sampling import SamplingParams
 
 EngineKind = Literal["vllm", "hf"]
-NamedTensors = Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
+NamedTensors = Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | PackedTensors
 
 
 @dataclass
@@ -108,7 +110,9 @@ def iter_checkpoint_tensors(path: str | Path) -> Iterator[tuple[str, torch.Tenso
 
 
 def named_items(named_tensors: NamedTensors) -> list[tuple[str, torch.Tensor]]:
-    """A dict or an iterable of pairs -> a list of (name, detached CPU-or-device tensor) pairs."""
+    """A dict, an iterable of pairs or packed tensors -> a list of (name, detached CPU-or-device tensor) pairs."""
+    if isinstance(named_tensors, PackedTensors):
+        return named_tensors.items()
     items = list(named_tensors.items()) if isinstance(named_tensors, Mapping) else list(named_tensors)
     for item in items:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)

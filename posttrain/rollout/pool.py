@@ -22,6 +22,7 @@ from pydantic import Field
 from posttrain.config import Schema
 from posttrain.errors import UserError
 from posttrain.rollout.engines import EngineKind, NamedTensors, Sample, named_items, per_prompt, weight_files
+from posttrain.rollout.packing import PackedTensors, pack_tensors
 from posttrain.rollout.sampling import SamplingParams
 from posttrain.rollout.workers import RolloutWorker, WorkerResources, start_ray, worker_options
 
@@ -193,10 +194,12 @@ class RolloutPool:
         self._broadcast("update_weights_from_path", path)
 
     def update_weights(self, named_tensors: NamedTensors) -> None:
-        """Every worker loads these tensors (put in Ray's object store once; kept there for recreated workers)."""
+        """Every worker loads these tensors (packed into one buffer, put in Ray's object store once and read from
+        there by every worker without a copy; kept there for recreated workers)."""
         import ray
 
-        ref = ray.put({name: tensor.cpu() for name, tensor in named_items(named_tensors)})
+        packed = named_tensors if isinstance(named_tensors, PackedTensors) else pack_tensors(named_items(named_tensors))
+        ref = ray.put(packed)
         self._latest_weights = ("tensors", ref)
         self._broadcast("update_weights", ref)
 
