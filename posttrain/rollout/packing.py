@@ -50,10 +50,6 @@ class PackedTensors:
         return [(s.name, raw[s.offset:s.offset + s.nbytes].view(getattr(torch, s.dtype)).view(s.shape))
                 for s in self.specs]
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.buffer.nbytes)
-
 
 class TensorPacker:
     """Packs named tensors into one buffer that is kept and reused while it is big enough.
