@@ -68,8 +68,8 @@ def bench_pool(model: Path, prompts, max_tokens: int, seed: int, dtype: str, rep
                num_cpus: float) -> tuple[float, int]:
     import ray
 
-    from posttrain.rollout import SamplingParams
     from posttrain.rollout.pool import RolloutPool
+    from posttrain.rollout.sampling import SamplingParams
     from posttrain.rollout.workers import start_ray
 
     start_ray(num_cpus=max(2, int(workers * num_cpus)))
@@ -88,8 +88,8 @@ def bench_pool(model: Path, prompts, max_tokens: int, seed: int, dtype: str, rep
 
 
 def bench_hf(model: Path, prompts, max_tokens: int, seed: int, dtype: str, repeats: int) -> tuple[float, int]:
-    from posttrain.rollout import SamplingParams
     from posttrain.rollout.hf_engine import HFEngine
+    from posttrain.rollout.sampling import SamplingParams
 
     engine = HFEngine(model, dtype=dtype, num_threads=2, batch_size=len(prompts))
     params = SamplingParams(temperature=1.0, max_tokens=max_tokens, seed=seed)

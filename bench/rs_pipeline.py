@@ -24,7 +24,6 @@ from pathlib import Path
 def main() -> None:
     from posttrain.config import load_config
     from posttrain.models.loading import resolve_model
-    from posttrain.rejection.tasks import load_tasks, make_batches
     from posttrain.rollout.pool import RolloutPool
     from posttrain.stages.sample import (
         SampleConfig,
@@ -34,6 +33,7 @@ def main() -> None:
         start_verifiers,
         verify_batch,
     )
+    from posttrain.tasks import load_tasks, make_batches
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/sample.yaml")

@@ -108,11 +108,11 @@ def run_bare(model_dir: Path, data: Path, work: Path, args: argparse.Namespace) 
 def padding_waste(model_dir: Path, data: Path, work: Path, args: argparse.Namespace, packing: bool) -> dict[str, float]:
     """Pad positions / all positions over one pass of the training batches the stage's settings produce."""
     import datasets
+    from posttrain.stages.training import load_model, sft_arguments
     from trl import SFTTrainer
 
     from posttrain.models.loading import load_tokenizer
     from posttrain.stages.sft import SFTTrain, chat_rows
-    from posttrain.stages.training import load_model, sft_arguments
 
     train = SFTTrain(batch_size=args.batch_size, max_length=args.max_length, packing=packing, report_to=[],
                      precision="fp32")

@@ -63,11 +63,11 @@ def grpo_bare(model: Path, work: Path, steps: int) -> dict[str, float]:
     import datasets
     import torch
     from math_verify import parse, verify
+    from posttrain.stages.training import use_bf16
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     from posttrain.data import build_dataset, load_built
-    from posttrain.stages.training import use_bf16
 
     build_dataset(ROOT / "data_recipes/logic_easy_math.yaml", work / "tasks")
     tasks = [json.loads(r["task"]) for r in load_built(work / "tasks").to_list()]
@@ -129,10 +129,9 @@ def dpo_posttrain(model: Path, work: Path, steps: int) -> dict[str, float]:
 def dpo_bare(model: Path, work: Path, steps: int) -> dict[str, float]:
     import datasets
     import torch
+    from posttrain.stages.training import use_bf16
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
-
-    from posttrain.stages.training import use_bf16
 
     s = DPO_SETTINGS
     dataset = datasets.Dataset.from_list(preference_pairs(work))

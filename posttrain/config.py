@@ -7,20 +7,33 @@ Errors name the file, the dotted key path and what was expected, and are raised 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from posttrain.errors import UserError
 
 T = TypeVar("T", bound=BaseModel)
+PLAIN_ERRORS = {"renamed", "unknown_section", "section"}  # our own error types: their message says it all
 
 
 class Schema(BaseModel):
-    """Base for every config section: unknown keys are rejected."""
+    """Base for every config section: unknown keys are rejected, and a key that was renamed says its new name."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    renamed: ClassVar[dict[str, str]] = {}  # old key -> new key
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in cls.renamed.items():
+                if old in data:
+                    raise PydanticCustomError("renamed", f"{old}: this key is now called {new}; write {new}: "
+                                                         f"{data[old]!r} instead")
+        return data
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -89,6 +102,8 @@ def _describe(err: dict[str, Any]) -> str:
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
+    if kind in PLAIN_ERRORS:
+        return err["msg"]
     got = err.get("input")
     shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
     return f"{err['msg'][0].lower()}{err['msg'][1:]} (got {shown})"
@@ -104,6 +119,9 @@ def format_validation_error(source: str, exc: ValidationError, schema: type[Base
             allowed = _allowed_keys(schema, [str(p) for p in err["loc"][:-1]])
             if allowed:
                 msg += f"; expected one of: {', '.join(sorted(allowed))}"
+        if err["type"] in PLAIN_ERRORS and not err["loc"]:  # the message names its key itself
+            lines.append(f"{source}: {msg}")
+            continue
         lines.append(f"{source}: {loc}: {msg}")
     return "\n".join(lines)
 

@@ -11,3 +11,10 @@ class UserError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class StageFailed(Exception):
+    """A stage ran and failed in a way that is not the user's input (e.g. an RL track crashed); what it finished is
+    kept. Exit code 1."""
+
+    exit_code = 1

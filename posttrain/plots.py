@@ -20,6 +20,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from posttrain.manifest import read_jsonl
+
 
 def plot_run(out_dir: Path, folders: Mapping[str, Path]) -> dict[str, Path]:
     """Every plot the stage folders have data for (``folders``: stage name -> its output folder); -> name -> file."""
@@ -35,20 +37,6 @@ def plot_run(out_dir: Path, folders: Mapping[str, Path]) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------------------------------------------------ data
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a killed run
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -65,22 +53,22 @@ def loss_logs(folders: Mapping[str, Path]) -> dict[str, list[tuple[str, list[dic
     """Panel title -> [(label, log rows)] for every trained stage found."""
     panels: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {}
     for stage in ("midtrain", "sft", "rm"):
-        if stage in folders and (rows := read_jsonl(folders[stage] / "metrics.jsonl")):
+        if stage in folders and (rows := read_jsonl(folders[stage] / "metrics.jsonl", tolerant=True)):
             panels[stage] = [(stage, rows)]
     if "rs" in folders:
         rounds = sorted(folders["rs"].glob("round_*/model/metrics.jsonl"), key=lambda p: int(p.parts[-3][6:]))
-        found = [(p.parts[-3].replace("_", " "), read_jsonl(p)) for p in rounds]
+        found = [(p.parts[-3].replace("_", " "), read_jsonl(p, tolerant=True)) for p in rounds]
         if found:
             panels["rejection-sampling SFT"] = found
     if "rl" in folders:
-        chat = read_jsonl(folders["rl"] / "chat" / "metrics.jsonl")
+        chat = read_jsonl(folders["rl"] / "chat" / "metrics.jsonl", tolerant=True)
         by_round: dict[int, list[dict[str, Any]]] = {}
         for row in chat:
             if row.get("kind") == "train":
                 by_round.setdefault(row.get("round", 0), []).append(row)
         if by_round:
             panels["chat track (DPO)"] = [(f"round {r}", rows) for r, rows in sorted(by_round.items())]
-        logic = read_jsonl(folders["rl"] / "logic" / "metrics.jsonl")
+        logic = read_jsonl(folders["rl"] / "logic" / "metrics.jsonl", tolerant=True)
         if any("loss" in r for r in logic):
             panels["logic track (GRPO)"] = [("logic", logic)]
     return panels
@@ -141,8 +129,8 @@ def plot_rs_rounds(path: Path, folders: Mapping[str, Path]) -> Path | None:
 def plot_tracks(path: Path, folders: Mapping[str, Path]) -> Path | None:
     if "rl" not in folders:
         return None
-    logic = read_jsonl(folders["rl"] / "logic" / "metrics.jsonl")
-    chat = read_jsonl(folders["rl"] / "chat" / "metrics.jsonl")
+    logic = read_jsonl(folders["rl"] / "logic" / "metrics.jsonl", tolerant=True)
+    chat = read_jsonl(folders["rl"] / "chat" / "metrics.jsonl", tolerant=True)
     if not logic and not chat:
         return None
     fig = Figure(figsize=(15, 4), dpi=100, layout="constrained")
@@ -174,12 +162,13 @@ def plot_reliability(path: Path, folders: Mapping[str, Path]) -> Path | None:
     if "calibrate" not in folders:
         return None
     report = folders["calibrate"] / "report"
-    same = read_jsonl(report / "answers_eval.jsonl")  # temperature scaling: the same answers, rescaled
+    same = read_jsonl(report / "answers_eval.jsonl", tolerant=True)  # temperature scaling: the same answers, rescaled
     if same:
         pairs = {"before": [(r["confidence_before"], r["passed"]) for r in same],
                  "after": [(r["confidence_after"], r["passed"]) for r in same]}
     else:
-        pairs = {label: [(r["confidence"], r["passed"]) for r in read_jsonl(report / f"answers_eval_{label}.jsonl")]
+        pairs = {label: [(r["confidence"], r["passed"])
+                         for r in read_jsonl(report / f"answers_eval_{label}.jsonl", tolerant=True)]
                  for label in ("before", "after")}
     if not all(pairs.values()):
         return None

@@ -17,8 +17,9 @@ import torch
 
 from posttrain.environment import Environment, StepResult, Task, Trajectory, VerifyResult
 from posttrain.errors import UserError
-from posttrain.rollout import SamplingParams
-from posttrain.rollout.agent_loop import Episode, as_trl_rollout, run_episodes
+from posttrain.rl.rollout_func import trl_fields
+from posttrain.rollout.agent_loop import Episode, run_episodes
+from posttrain.rollout.sampling import SamplingParams
 from posttrain.tool_calls import parse_tool_calls
 
 THIS_FILE = str(Path(__file__).resolve())  # the counter environment's plugin path
@@ -215,10 +216,10 @@ def test_seeded_runs_repeat_and_trl_fields_line_up(engine) -> None:
     mixed = run_episodes(engine, THIS_FILE, _tasks([1, 1]), [params.with_updates(n=1, max_tokens=3), params])
     assert len(mixed) == 3 and sum(mixed[0].mask) <= 3 and mixed[0].num_turns == 1
 
-    rollout = as_trl_rollout(a)
+    rollout = trl_fields(a, engine.tokenizer)  # what GRPOTrainer's rollout_func returns
     for ep, p, c, lp, m in zip(a, rollout["prompt_ids"], rollout["completion_ids"], rollout["logprobs"],
                                rollout["env_mask"], strict=True):
-        assert p + c == ep.token_ids and len(c) == len(lp) == len(m) and sum(m) == sum(ep.mask)
+        assert p + c == ep.token_ids[:len(p) + len(c)] and len(c) == len(lp) == len(m) and sum(m) == sum(ep.mask)
     json.dumps([ep.to_dict() for ep in a])  # serializable as is
 
 

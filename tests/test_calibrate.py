@@ -203,7 +203,7 @@ def test_tuning_moves_p_yes_toward_the_labels_and_keeps_the_answers(always4_dir,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from posttrain.calibration.tuning import TuningSettings, make_trainer
-    from posttrain.stages.training import LoraSettings
+    from posttrain.training.settings import LoraSettings
 
     tok = AutoTokenizer.from_pretrained(always4_dir)
     model = AutoModelForCausalLM.from_pretrained(always4_dir)
@@ -300,11 +300,11 @@ def test_every_elicitation_on_graded_answers(engine, always4_dir, tasks_dir) -> 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from posttrain.calibration.answers import sample_and_grade
+    from posttrain.calibration.confidence import elicit
     from posttrain.calibration.elicit import sequence_likelihood
-    from posttrain.rejection.tasks import TasksConfig, load_tasks
     from posttrain.rollout.agent_loop import AgentLoopConfig
     from posttrain.rollout.sampling import SamplingParams
-    from posttrain.stages.calibrate import elicit
+    from posttrain.tasks import TasksConfig, load_tasks
     from posttrain.verify_pool import VerifyPool
 
     rows, _ = load_tasks(TasksConfig(dataset=str(tasks_dir), limit=6), tasks_dir / "unused")

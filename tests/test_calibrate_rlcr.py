@@ -50,7 +50,7 @@ def test_calibration_reward_on_verified_episodes() -> None:
 
 def test_track_tasks_carry_the_instruction(tmp_path) -> None:
     from posttrain.data import build_dataset, load_built
-    from posttrain.rejection.tasks import TaskRow
+    from posttrain.tasks import TaskRow
 
     rows = [TaskRow(index=i, id=f"r{i}", bucket=b, source="s", env="math",
                     task={"id": f"t{i}", "messages": [{"role": "user", "content": f"q{i}"}], "answer": "1"})

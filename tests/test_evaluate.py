@@ -19,7 +19,7 @@ from posttrain.config import load_config
 from posttrain.environment import Trajectory, make_env
 from posttrain.preference.winrate import win_rate
 from posttrain.rejection.metrics import pass_at_k
-from posttrain.stages.evaluate import EvalConfig, run_eval
+from posttrain.stages.eval import EvalConfig, run_eval
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFERENCE_TINY = ROOT / "data_recipes/preference_tiny.yaml"
@@ -193,10 +193,10 @@ def test_every_verdict_and_metric_matches_a_recomputation(evaluated, task_recipe
 def test_one_pool_per_architecture_and_weight_updates_are_the_real_model(evaluated, tiny_models,
                                                                         task_recipe) -> None:
     from posttrain.data import load_built
-    from posttrain.rejection.tasks import TasksConfig, load_tasks, make_batches, row_seed
     from posttrain.rollout.agent_loop import run_episodes
     from posttrain.rollout.hf_engine import HFEngine
     from posttrain.rollout.sampling import SamplingParams
+    from posttrain.tasks import TasksConfig, load_tasks, make_batches, row_seed
 
     out, manifest, _ = evaluated
     results = manifest["metrics"]["models"]
@@ -209,7 +209,7 @@ def test_one_pool_per_architecture_and_weight_updates_are_the_real_model(evaluat
     # pass@k samples alike; and they are not the sft model's answers.
     import torch
 
-    from posttrain.stages.evaluate import PASS_AT_K_SEED
+    from posttrain.stages.eval import PASS_AT_K_SEED
 
     rows, _ = load_tasks(TasksConfig(recipe=str(task_recipe)), out / "check", key="check")
     modes = {"accuracy": (SamplingParams(temperature=1.0, max_tokens=16, stop=["e"]), 0),

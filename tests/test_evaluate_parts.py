@@ -17,7 +17,7 @@ from posttrain.evaluation.chat import compare
 from posttrain.evaluation.metrics import set_metrics
 from posttrain.evaluation.table import comparison, markdown
 from posttrain.evaluation.workers import architecture_key, load_order
-from posttrain.stages.evaluate import EvalConfig, run_eval
+from posttrain.stages.eval import EvalConfig, run_eval
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFERENCE_TINY = ROOT / "data_recipes/preference_tiny.yaml"
@@ -209,7 +209,7 @@ def test_bad_inputs_fail_before_any_worker_starts(tmp_path: Path, tiny_model_dir
         _run(tmp_path, tiny_model_dir, "sampling.buckets={maths: {max_tokens: 8}}")
     with pytest.raises(UserError, match=r"pass_at_k.sampling \(bucket math\): .*temperature 0 \(greedy\)"):
         _run(tmp_path, tiny_model_dir, "pass_at_k={n: 4, sampling: {temperature: 0}}")
-    with pytest.raises(UserError, match=r"sampling.seed: sampling seeds derive from the top-level `seed`"):
+    with pytest.raises(UserError, match=r"sampling.seed: per-prompt sampling seeds derive from the top-level `seed`"):
         _run(tmp_path, tiny_model_dir, "sampling.seed=3")
     chat = f"{{prompts: {PREFERENCE_TINY}, reference: base, scorer: {{reward_model: {tiny_model_dir}}}}}"
     with pytest.raises(UserError, match=r"eval.yaml: chat.reference \(not one of models: sft; as a folder\): model "
@@ -236,7 +236,7 @@ def test_shipped_config_is_valid() -> None:
 
 def test_cli_dry_run_and_exit_code(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    import posttrain.cli.evaluate  # noqa: F401  registers the command
+    import posttrain.cli  # noqa: F401  registers the command
     from posttrain.cli import main
 
     path = _write(tmp_path, f"models: {{sft: {tiny_model_dir}}}\noutput_dir: {tmp_path / 'o'}\n"

@@ -16,8 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from posttrain.config import validate
 from posttrain.errors import UserError
-from posttrain.manifest import folder_sha256
-from posttrain.stages.merge import MergeConfig, run
+from posttrain.manifest import model_sha256
+from posttrain.stages.merge import MergeConfig, run_merge
 
 UP = "model.layers.0.mlp.up_proj.weight"  # (256, 64)
 Q1 = "model.layers.1.self_attn.q_proj.weight"  # (64, 64)
@@ -71,7 +71,7 @@ def make_lora(base: Path, out: Path, seed: int = 0, r: int = 2, alpha: int = 4) 
 def merge(out: Path, base: Path, models: list[tuple[Path, float]], **settings: Any) -> Path:
     data = {"base": str(base), "models": [{"path": str(p), "weight": w} for p, w in models],
             "output_dir": str(out), **settings}
-    return run(validate(MergeConfig, data, "test config"))
+    return run_merge(validate(MergeConfig, data, "test config")).output_dir
 
 
 def assert_only_changed(merged: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
@@ -128,7 +128,7 @@ def test_manifest_lists_inputs_parameters_and_distances(linear_merge: dict[str, 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "merge" and manifest["method"] == "linear"
     assert manifest["parameters"] == {"normalize": True}
-    assert manifest["inputs"] == {str(p.resolve()): folder_sha256(p) for p in (base, a, b)}
+    assert manifest["inputs"] == {str(p.resolve()): model_sha256(p) for p in (base, a, b)}
     first, second = manifest["models"]
     assert (first["path"], first["weight"], first["kind"], second["weight"]) == (str(a), 1.0, "full", 3.0)
     assert first["manifest"] == {"stage": "rl_chat", "metrics": {"win_rate": 0.61}}

@@ -18,7 +18,7 @@ from posttrain.errors import UserError
 from posttrain.stages.merge import MergeConfig
 
 # Works before and after posttrain/cli/__init__.py imports the merge command module.
-CLI = [sys.executable, "-c", "import posttrain.cli.merge, posttrain.cli; posttrain.cli.main()", "merge"]
+CLI = [sys.executable, "-c", "import posttrain.cli; posttrain.cli.main()", "merge"]
 MODELS = [{"path": "a"}, {"path": "b", "weight": 2}]
 
 
@@ -102,7 +102,7 @@ def test_cli_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path: Path, t
 
 
 def test_cli_merges(tmp_path: Path, tiny_model_dir: Path) -> None:
-    import posttrain.cli.merge  # noqa: F401  registers the command on the app
+    import posttrain.cli  # noqa: F401  registers the commands on the app
     from posttrain.cli.common import app
 
     a = variant(tiny_model_dir, tmp_path / "a", {UP: 4.0})

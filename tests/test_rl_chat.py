@@ -12,7 +12,7 @@ import pytest
 
 from posttrain.config import load_config
 from posttrain.errors import UserError
-from posttrain.preference.data import read_jsonl
+from posttrain.manifest import read_jsonl
 from posttrain.preference.winrate import win_rate
 from posttrain.stages.rl_chat import ChatTrackConfig, run_chat_track
 from posttrain.stages.rm import RMStageConfig, run_rm

@@ -17,10 +17,10 @@ import pytest
 
 from envs.math.tasks import generate_tasks as math_tasks
 from envs.tool_calling.tasks import generate_tasks as tool_tasks
-from posttrain.rejection.tasks import TaskRow
 from posttrain.rl.rollout_func import PoolRollout
 from posttrain.rollout.agent_loop import AgentLoopConfig
 from posttrain.rollout.sampling import SamplingParams
+from posttrain.tasks import TaskRow
 
 MAX_LEN = 2048
 
@@ -270,7 +270,7 @@ def test_rloo_advantages_are_leave_one_out(pool, plugin_envs, tiny_model_dir, tm
     from posttrain.rl.trainer import LogicGRPOTrainer
     from posttrain.rl.weight_sync import WeightSync
     from posttrain.stages.rl_logic import grpo_arguments, prompt_dataset
-    from posttrain.stages.training import load_model
+    from posttrain.training.model import load_model
     from posttrain.verify_pool import VerifyPool
 
     digits = plugin_envs["digits"]

@@ -17,7 +17,7 @@ from posttrain.errors import UserError
 from posttrain.rl.config import LogicTrackConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-c", "import posttrain.cli.logic; from posttrain.cli import main; main()", "rl-logic"]
+CLI = [sys.executable, "-c", "from posttrain.cli import main; main()", "rl-logic"]
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def config_file(tmp_path) -> Path:
     (["sampling.buckets={math: {temperature: 0.5}}"], "sampling.buckets.math.temperature"),
     (["sampling.seed=3"], "sampling.seed: per-episode seeds derive from train.seed"),
     (["sampling.logprobs=false"], "sampling.logprobs"),
-    (["train.grad_accumulation=3"], "train.grad_accumulation: value error, prompts_per_step x num_generations = 16"),
+    (["train.grad_accumulation=3"], "train: value error, grad_accumulation: prompts_per_step x num_generations = 16"),
     (["train.num_generations=1"], "train.num_generations: input should be greater than or equal to 2"),
     (["train.loss_type=ppo"], "train.loss_type: input should be"),
     (["train.importance_sampling.clip_min=5"], "importance_sampling.clip_min: value error, must be below clip_max"),
@@ -105,7 +105,7 @@ def test_bad_inputs_fail_before_any_worker_starts(inputs, built_dataset_writer, 
 def test_cli_dry_run_and_errors(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    import posttrain.cli.logic  # noqa: F401  registers rl-logic
+    import posttrain.cli  # noqa: F401  registers rl-logic
     from posttrain.cli import app
 
     done = CliRunner().invoke(app, ["rl-logic", "--config", str(ROOT / "configs/rl_logic.yaml"), "--dry-run",
@@ -122,8 +122,8 @@ def test_cli_dry_run_and_errors(tmp_path) -> None:
 
 def test_shipped_configs_and_task_recipes_are_valid(tmp_path) -> None:
     from posttrain.data import build_dataset
-    from posttrain.rejection.tasks import TasksConfig, load_tasks
     from posttrain.stages.rl_logic import check_tasks
+    from posttrain.tasks import TasksConfig, load_tasks
 
     for name in ("rl_logic", "rl_logic_easy_math"):
         cfg = load_config(LogicTrackConfig, ROOT / "configs" / f"{name}.yaml")

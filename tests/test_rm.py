@@ -107,7 +107,7 @@ def test_bad_configs_name_the_file_and_key(tmp_path: Path, tiny_model_dir: Path)
 
 def test_cli_dry_run_and_errors(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    import posttrain.cli.chat  # noqa: F401  registers the commands
+    import posttrain.cli  # noqa: F401  registers the commands
     from posttrain.cli import main
 
     path = _write(tmp_path, f"model: {tiny_model_dir}\ndata: {TINY_RECIPE}\noutput_dir: {tmp_path / 'o'}\n")

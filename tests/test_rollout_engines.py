@@ -16,8 +16,9 @@ import torch
 from test_agent_loop import eos_bias_weights  # one copy of the helper (tests/ is on sys.path under pytest)
 
 from posttrain.errors import UserError
-from posttrain.rollout import SamplingParams, make_engine
+from posttrain.rollout.engines import make_engine
 from posttrain.rollout.hf_engine import HFEngine
+from posttrain.rollout.sampling import SamplingParams
 
 MAX_LEN = 512
 

@@ -16,10 +16,10 @@ import torch
 from test_agent_loop import _check_episode, eos_bias_weights
 
 from posttrain.errors import UserError
-from posttrain.rollout import SamplingParams
 from posttrain.rollout.agent_loop import run_episodes
 from posttrain.rollout.hf_engine import HFEngine
 from posttrain.rollout.pool import RolloutConfig, RolloutPool
+from posttrain.rollout.sampling import SamplingParams
 
 MAX_LEN = 2048
 

@@ -17,8 +17,8 @@ from posttrain.errors import UserError
 
 def _rs_overrides(model: Path, out: Path, train: Path, heldout: Path) -> list[str]:
     sample = [o for o in base_overrides(model, out, train, "hf")
-              if not o.startswith(("model=", "out=", "rollout"))]
-    return [f"model={model}", f"out={out}", "rounds=2", "rollout.engine=hf", "rollout.resources.num_cpus=0.5",
+              if not o.startswith(("model=", "output_dir=", "rollout"))]
+    return [f"model={model}", f"output_dir={out}", "rounds=2", "rollout.engine=hf", "rollout.resources.num_cpus=0.5",
             "rollout.engine_kwargs={dtype: float32, max_model_len: 512}",
             *[f"sample.{o}" for o in sample], "sample.sampling.n=2",
             f"heldout.tasks.recipe={heldout}",
@@ -35,7 +35,7 @@ def _sample_texts(folder: Path) -> list[str]:
 
 
 def test_two_rounds_reuse_the_workers_and_measure_the_held_out_set(tiny_model_dir, tmp_path) -> None:
-    from posttrain.stages.rs_rounds import RSConfig, run_rs, summary_rows
+    from posttrain.stages.rs import RSConfig, run_rs, summary_rows
 
     train = write_parity_tasks(tmp_path / "train", 8, seed=5)
     heldout = write_parity_tasks(tmp_path / "heldout", 4, seed=6)
@@ -77,7 +77,7 @@ def test_two_rounds_reuse_the_workers_and_measure_the_held_out_set(tiny_model_di
 
 
 def test_rs_config_errors(tiny_model_dir, tmp_path) -> None:
-    from posttrain.stages.rs_rounds import RSConfig, run_rs
+    from posttrain.stages.rs import RSConfig, run_rs
 
     train = write_parity_tasks(tmp_path / "train", 2)
     base = _rs_overrides(tiny_model_dir, tmp_path / "rs", train, train)
@@ -98,7 +98,7 @@ def test_rs_config_errors(tiny_model_dir, tmp_path) -> None:
 
 
 def test_cli_dry_runs_and_errors(tiny_model_dir, tmp_path) -> None:
-    import posttrain.cli.sample  # noqa: F401  registers `sample` and `rs`
+    import posttrain.cli  # noqa: F401  registers `sample` and `rs`
     from posttrain.cli import app
 
     train = write_parity_tasks(tmp_path / "train", 2)

@@ -60,7 +60,7 @@ def write_parity_tasks(folder: Path, n: int, seed: int = 0, extra: list[dict] | 
 
 
 def base_overrides(model: Path, out: Path, recipe: Path, engine: str) -> list[str]:
-    return [f"model={model}", f"out={out}", f"tasks.recipe={recipe}", f"rollout.engine={engine}",
+    return [f"model={model}", f"output_dir={out}", f"tasks.recipe={recipe}", f"rollout.engine={engine}",
             "rollout.resources.num_cpus=0.5", f"rollout.engine_kwargs={{dtype: float32, max_model_len: {MAX_LEN}}}",
             # random weights rarely end a turn: stopping at the letter "e" gives short, finished replies
             "sampling={n: 3, temperature: 1.0, max_tokens: 24, stop: [e]}", "verify.workers=1", "batch_size=4"]

@@ -18,7 +18,7 @@ from posttrain.rejection.metrics import BucketStats, pass_at_k, summarize
 from posttrain.rejection.overlap import run_overlapped
 from posttrain.rejection.selection import SelectionConfig, select
 from posttrain.rejection.shards import ShardStore
-from posttrain.rejection.tasks import TasksConfig, load_tasks, make_batches, row_seed
+from posttrain.tasks import TasksConfig, load_tasks, make_batches, row_seed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -126,9 +126,9 @@ def test_selection_config_errors_name_the_key(tmp_path: Path) -> None:
     from posttrain.stages.sample import SampleConfig
 
     with pytest.raises(UserError, match=r"selection\.policy"):
-        load_config(SampleConfig, None, ["model=m", "out=o", "tasks.recipe=r.yaml", "selection.policy=longest"])
+        load_config(SampleConfig, None, ["model=m", "output_dir=o", "tasks.recipe=r.yaml", "selection.policy=longest"])
     with pytest.raises(UserError, match=r"selection\.k"):
-        load_config(SampleConfig, None, ["model=m", "out=o", "tasks.recipe=r.yaml", "selection.k=0"])
+        load_config(SampleConfig, None, ["model=m", "output_dir=o", "tasks.recipe=r.yaml", "selection.k=0"])
 
 
 # -- shards ---------------------------------------------------------------------------------------------------------
@@ -266,19 +266,19 @@ def test_task_rows_with_unknown_envs_and_wrong_kinds_are_user_errors(tmp_path: P
 
 
 def test_sample_config_errors_are_user_errors(tmp_path: Path) -> None:
-    from posttrain.stages.sample import SampleConfig, bucket_params
+    from posttrain.stages.sample import SampleConfig
 
     with pytest.raises(UserError, match="set exactly one of recipe"):
-        load_config(SampleConfig, None, ["model=m", "out=o", "tasks.recipe=a.yaml", "tasks.dataset=d"])
+        load_config(SampleConfig, None, ["model=m", "output_dir=o", "tasks.recipe=a.yaml", "tasks.dataset=d"])
     with pytest.raises(UserError, match=r"tasks: required key is missing"):
-        load_config(SampleConfig, None, ["model=m", "out=o"])
+        load_config(SampleConfig, None, ["model=m", "output_dir=o"])
     with pytest.raises(UserError, match=r"batch_size"):
-        load_config(SampleConfig, None, ["model=m", "out=o", "tasks.recipe=a.yaml", "batch_size=0"])
+        load_config(SampleConfig, None, ["model=m", "output_dir=o", "tasks.recipe=a.yaml", "batch_size=0"])
     with pytest.raises(UserError, match=r"bogus: unknown key"):
-        load_config(SampleConfig, None, ["model=m", "out=o", "tasks.recipe=a.yaml", "bogus=1"])
-    cfg = load_config(SampleConfig, None, ["model=m", "out=o", "tasks.recipe=a.yaml", "sampling.seed=3"])
-    with pytest.raises(UserError, match=r"sampling\.seed: per-prompt seeds derive from the top-level `seed`"):
-        bucket_params(cfg.sampling, ["math"])
-    cfg = load_config(SampleConfig, None, ["model=m", "out=o", "tasks.recipe=a.yaml", "sampling.buckets.code.n=2"])
+        load_config(SampleConfig, None, ["model=m", "output_dir=o", "tasks.recipe=a.yaml", "bogus=1"])
+    cfg = load_config(SampleConfig, None, ["model=m", "output_dir=o", "tasks.recipe=a.yaml", "sampling.seed=3"])
+    with pytest.raises(UserError, match=r"sampling\.seed: per-prompt sampling seeds derive from the top-level `seed`"):
+        cfg.sampling.per_bucket(["math"])
+    cfg = load_config(SampleConfig, None, ["model=m", "output_dir=o", "tasks.recipe=a.yaml", "sampling.buckets.code.n=2"])
     with pytest.raises(UserError, match=r"sampling\.buckets: overrides for unknown bucket\(s\) code"):
-        bucket_params(cfg.sampling, ["math"])
+        cfg.sampling.per_bucket(["math"])

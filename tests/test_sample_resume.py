@@ -82,7 +82,7 @@ def test_a_killed_sample_run_resumes_from_its_shards(hf_pool, tiny_model_dir, re
     out = tmp_path / "out"
     overrides = _overrides(tiny_model_dir, out, recipe)
     # The CLI in its own process group (its Ray instance and workers included), killed without warning.
-    code = "import posttrain.cli.sample; from posttrain.cli import main; main()"
+    code = "from posttrain.cli import main; main()"
     proc = subprocess.Popen([sys.executable, "-c", code, "sample", *overrides], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -1,37 +1,29 @@
-"""Calibration of a model's confidence: metrics, reliability and risk-coverage plots, temperature scaling."""
+"""Calibration of a model's confidence: metrics, reliability and risk-coverage plots, temperature scaling,
+calibration tuning, RLCR, and the report.
 
-from posttrain.calibration.metrics import (
-    N_BINS,
-    PROB_CLIP,
-    ReliabilityBins,
-    RiskCoverageCurve,
-    SelectivePoint,
-    accuracy,
-    accuracy_at_coverage,
-    auroc,
-    brier_score,
-    check_inputs,
-    expected_calibration_error,
-    maximum_calibration_error,
-    nll,
-    reliability_bins,
-    risk_coverage_curve,
-    selective_accuracy,
-)
-from posttrain.calibration.plots import plot_reliability_diagram, plot_risk_coverage
-from posttrain.calibration.report import CalibrationReport, calibration_report, comparison_table
-from posttrain.calibration.temperature import (
-    TemperatureFit,
-    TemperatureScaling,
-    apply_temperature,
-    fit_temperature,
-    temperature_scaling,
-)
+The names below are exported lazily: importing a config schema from here (``calibration.elicit``,
+``calibration.tuning``) must not import torch or matplotlib."""
 
-__all__ = [
-    "N_BINS", "PROB_CLIP", "CalibrationReport", "ReliabilityBins", "RiskCoverageCurve", "SelectivePoint",
-    "TemperatureFit", "TemperatureScaling", "accuracy", "accuracy_at_coverage", "apply_temperature", "auroc",
-    "brier_score", "calibration_report", "check_inputs", "comparison_table", "expected_calibration_error",
-    "fit_temperature", "maximum_calibration_error", "nll", "plot_reliability_diagram", "plot_risk_coverage",
-    "reliability_bins", "risk_coverage_curve", "selective_accuracy", "temperature_scaling",
-]
+from typing import Any
+
+_EXPORTS = {
+    "CalibrationReport": "report", "N_BINS": "metrics", "PROB_CLIP": "metrics", "ReliabilityBins": "metrics",
+    "RiskCoverageCurve": "metrics", "SelectivePoint": "metrics", "TemperatureFit": "temperature",
+    "TemperatureScaling": "temperature", "accuracy": "metrics", "accuracy_at_coverage": "metrics",
+    "apply_temperature": "temperature", "auroc": "metrics", "brier_score": "metrics", "calibration_report": "report",
+    "check_inputs": "metrics", "comparison_table": "report", "expected_calibration_error": "metrics",
+    "fit_temperature": "temperature", "maximum_calibration_error": "metrics", "nll": "metrics",
+    "plot_reliability_diagram": "plots", "plot_risk_coverage": "plots", "reliability_bins": "metrics",
+    "risk_coverage_curve": "metrics", "selective_accuracy": "metrics", "temperature_scaling": "temperature",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'posttrain.calibration' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"posttrain.calibration.{_EXPORTS[name]}"), name)
+
+
+__all__ = sorted(_EXPORTS)

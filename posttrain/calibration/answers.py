@@ -16,9 +16,9 @@ from typing import Any
 
 from posttrain.calibration.elicit import strip_confidence, with_instruction
 from posttrain.environment import Trajectory, VerifyResult
-from posttrain.rejection.tasks import TaskRow
 from posttrain.rollout.agent_loop import AgentLoopConfig, Episode, run_episodes
 from posttrain.rollout.sampling import SamplingParams
+from posttrain.tasks import TaskRow
 
 Message = dict[str, Any]
 

@@ -4,7 +4,6 @@ output model folder (calibrated, or the input kept) and the calibration settings
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,10 +14,9 @@ import numpy as np
 from posttrain.calibration.elicit import CALIBRATION_FILE, CONFIG_KEY
 from posttrain.calibration.plots import plot_reliability_diagram, plot_risk_coverage
 from posttrain.calibration.report import CalibrationReport, comparison_table
-from posttrain.manifest import MANIFEST, file_sha256, write_json
+from posttrain.manifest import file_sha256, write_json
+from posttrain.models.folders import NOT_MODEL_FILES
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
-NOT_MODEL_FILES = (MANIFEST, "metrics.jsonl")  # a stage's own records, not part of the model
 ADAPTER_DIR = "confidence_adapter"  # tuning's LoRA when the answering weights stay the input's (tuning.output: adapter)
 
 
@@ -86,32 +84,6 @@ def clear_model_files(out: Path) -> None:
             if p.is_file() or p.is_symlink():
                 p.unlink()
         shutil.rmtree(out / ADAPTER_DIR, ignore_errors=True)
-
-
-def place_model(src: Path, out: Path, *, move: bool) -> str:
-    """Put the model files of ``src`` into ``out``: moved (a candidate written by this run) or kept from the input
-    (weights hard-linked when the file system allows, else copied; every other file copied, so that editing
-    ``config.json`` never touches the input). Returns how the weights got there."""
-    out.mkdir(parents=True, exist_ok=True)
-    how = "moved"
-    for p in sorted(src.iterdir()):
-        if not p.is_file() or p.name in NOT_MODEL_FILES:
-            continue
-        target = out / p.name
-        if move:
-            os.replace(p, target)
-        elif p.suffix in WEIGHT_SUFFIXES:
-            try:
-                os.link(p, target)
-                how = "hard-linked" if how in ("moved", "hard-linked") else how
-            except OSError:  # another file system, or links not allowed
-                shutil.copy2(p, target)
-                how = "copied"
-        else:
-            shutil.copy2(p, target)
-    if move:
-        shutil.rmtree(src)
-    return how
 
 
 def save_calibration_settings(model_dir: Path, settings: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from posttrain.calibration.elicit import parse_verbalized, strip_confidence
 from posttrain.environment import Trajectory
-from posttrain.rejection.tasks import TaskRow
+from posttrain.tasks import TaskRow
 
 MISSING_BRIER = 1.0  # the Brier term of an answer without a usable confidence: the worst possible
 

@@ -21,13 +21,15 @@ from typing import Any, Literal
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from posttrain.calibration.elicit import YesNoTokens, left_padded, query_inputs, yes_no_logit
-from posttrain.config import Schema
 from posttrain.errors import UserError
+from posttrain.training.arguments import trainer_arguments
+from posttrain.training.model import peft_config
+from posttrain.training.settings import Batches, LoraSettings, Reporter, Scheduler, TrainerSettings
 
 Message = dict[str, Any]
 
 
-class TuningSettings(Schema):
+class TuningSettings(TrainerSettings, Batches):
     """The ``tuning`` section: the loss and the optimisation of the LoRA adapter."""
 
     kl_coef: float = Field(1.0, ge=0.0, description="weight of the KL to the base model on the answer tokens")
@@ -35,21 +37,12 @@ class TuningSettings(Schema):
         "adapter", description="adapter: the output keeps the input weights (answers bit-identical) and saves the LoRA "
         "as confidence_adapter/, applied only to read p_yes; merged: the LoRA merged into the weights (one model for "
         "answers and confidence; the KL term keeps answers close, but greedy answers can still change)")
-    epochs: PositiveFloat = 1.0
-    max_steps: PositiveInt | None = Field(None, description="stop after this many optimizer steps (overrides epochs)")
     learning_rate: PositiveFloat = 1e-4
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "constant"
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: PositiveFloat = 1.0
+    lr_scheduler: Scheduler = "constant"
     batch_size: PositiveInt = 4
-    grad_accumulation: PositiveInt = 1
     max_length: int = Field(1024, ge=16, description="longer examples (prompt + answer + query) are left out and "
                             "counted")
-    logging_steps: PositiveInt = 1
-    seed: int = 0
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
+    report_to: list[Reporter] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -144,42 +137,16 @@ def _trainer_class() -> type:
     return CalibrationTuningTrainer
 
 
-def training_arguments(settings: TuningSettings, work_dir: Path) -> Any:
-    import torch
-    from transformers import TrainingArguments
-
-    from posttrain.stages.training import check_reporters, use_bf16
-
-    return TrainingArguments(
-        output_dir=str(work_dir),
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps or -1,
-        learning_rate=settings.learning_rate,
-        lr_scheduler_type=settings.lr_scheduler,
-        warmup_steps=settings.warmup_ratio,  # a float below 1 is a fraction of the total steps in transformers 5
-        weight_decay=settings.weight_decay,
-        max_grad_norm=settings.max_grad_norm,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accumulation,
-        logging_steps=settings.logging_steps,
-        save_strategy="no",  # a few minutes of training: the sampled answers are what is worth keeping, not steps
-        seed=settings.seed,
-        bf16=use_bf16(settings.precision),
-        use_cpu=not torch.cuda.is_available(),
-        report_to=[r for r in check_reporters(settings.report_to) if r != "tensorboard"],
-        disable_tqdm=True,
-        remove_unused_columns=False,  # the answer span and label columns are ours, not the model's
-    )
-
-
 def make_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], tokens: YesNoTokens, query: str,
-                 settings: TuningSettings, lora: Any, work_dir: Path) -> tuple[Any, dict[str, Any]]:
+                 settings: TuningSettings, lora: LoraSettings, work_dir: Path) -> tuple[Any, dict[str, Any]]:
     """A ready-to-train ``CalibrationTuningTrainer`` on ``examples`` with a fresh LoRA adapter on ``model``
-    (``lora``: ``posttrain.stages.training.LoraSettings``) -> (trainer, data counts)."""
+    -> (trainer, data counts). Training runs in ``work_dir`` and saves no checkpoints: a few minutes of training,
+    where the sampled answers are what is worth keeping."""
     import datasets
     from peft import get_peft_model
+    from transformers import TrainingArguments
 
-    from posttrain.stages.training import callbacks, peft_config
+    from posttrain.training.callbacks import training_callbacks
 
     rows, too_long = build_rows(tokenizer, examples, query, settings.max_length)
     if not rows:
@@ -189,8 +156,10 @@ def make_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], tokens
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     peft_model = get_peft_model(model, peft_config(lora))
     trainer = _trainer_class()(
-        model=peft_model, args=training_arguments(settings, work_dir), train_dataset=datasets.Dataset.from_list(rows),
-        data_collator=_Collator(pad), processing_class=tokenizer, callbacks=callbacks(settings, work_dir),
+        model=peft_model, train_dataset=datasets.Dataset.from_list(rows),
+        # the answer span and label columns are ours, not the model's
+        args=trainer_arguments(TrainingArguments, settings, work_dir, remove_unused_columns=False),
+        data_collator=_Collator(pad), processing_class=tokenizer, callbacks=training_callbacks(settings, work_dir),
         tokens=tokens, kl_coef=settings.kl_coef,
     )
     counts = {"examples": len(rows), "correct": int(sum(labels)), "too_long": too_long}

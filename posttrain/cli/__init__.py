@@ -1,6 +1,7 @@
 """The ``posttrain`` command line: one typer app; each subcommand is a thin call into a stage or a component.
 
-Command groups live in sibling modules (``data``, ``models``, ``envs``, ``stages``) and register themselves on ``app``.
+The stage commands are made from the stage registry (``stages``); the other groups (``data``, ``models``, ``envs``,
+``pipeline``) live in sibling modules. Each module registers its commands on ``app`` when imported.
 """
 
 from __future__ import annotations
@@ -15,13 +16,6 @@ from posttrain.cli import data as _data  # noqa: E402,F401  isort: skip
 from posttrain.cli import envs as _envs  # noqa: E402,F401  isort: skip
 from posttrain.cli import models as _models  # noqa: E402,F401  isort: skip
 from posttrain.cli import stages as _stages  # noqa: E402,F401  isort: skip
-from posttrain.cli import sample as _sample  # noqa: E402,F401  isort: skip
-from posttrain.cli import merge as _merge  # noqa: E402,F401  isort: skip
-from posttrain.cli import rl as _rl  # noqa: E402,F401  isort: skip
-from posttrain.cli import chat as _chat  # noqa: E402,F401  isort: skip
-from posttrain.cli import logic as _logic  # noqa: E402,F401  isort: skip
-from posttrain.cli import calibrate as _calibrate  # noqa: E402,F401  isort: skip
-from posttrain.cli import evaluate as _evaluate  # noqa: E402,F401  isort: skip
 from posttrain.cli import pipeline as _pipeline  # noqa: E402,F401  isort: skip
 
 

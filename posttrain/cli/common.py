@@ -1,18 +1,17 @@
-"""Shared pieces of the CLI: the app, consoles, and how a stage command loads its config."""
+"""Shared pieces of the CLI: the app, and how a stage command loads its config and runs its stage."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import typer
-from pydantic import BaseModel
-from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
 
 from posttrain.config import dump_config, load_config
+from posttrain.errors import StageFailed
+from posttrain.report import console, results
 
 app = typer.Typer(
     name="posttrain",
@@ -22,10 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-console_err = Console(stderr=True)
-
-T = TypeVar("T", bound=BaseModel)
+# The commands' names for the two streams of posttrain.report: results on stdout, messages on stderr.
+console, console_err = results, console
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="Stage config YAML file.", exists=False, dir_okay=False)
 OVERRIDES_ARG = typer.Argument(None, help="Dotted KEY=VALUE overrides, e.g. train.learning_rate=1e-5",
@@ -33,20 +30,24 @@ OVERRIDES_ARG = typer.Argument(None, help="Dotted KEY=VALUE overrides, e.g. trai
 DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Print the resolved config and exit.")
 
 
-def run_stage(
-    schema: type[T],
-    config: Path | None,
-    overrides: list[str] | None,
-    dry_run: bool,
-    run: Callable[[T], object],
-) -> None:
-    """Resolve the config (file + overrides), print it on --dry-run, else run the stage."""
-    cfg = load_config(schema, config, overrides or [])
+def run_stage(stage: Any, config: Path | None, overrides: list[str] | None, dry_run: bool) -> Any:
+    """Resolve the config (file + overrides), print it on --dry-run, else run the stage and show its result.
+    A stage that failed (not the user's input) exits 1 after saying why."""
+    cfg = load_config(stage.schema, config, overrides or [])
     if dry_run:
-        console.print(Syntax(dump_config(cfg), "yaml", background_color="default"))
-        return
-    run(cfg)
+        results.print(Syntax(dump_config(cfg), "yaml", background_color="default"))
+        return None
+    try:
+        done = stage.run(cfg, str(config) if config is not None else "config")
+    except StageFailed as e:
+        console_err.print(f"[red]{escape(str(e))}[/]")
+        raise typer.Exit(1) from None
+    if stage.show is not None:
+        stage.show(done)
+    if not done.ok:
+        console_err.print(f"[red]{escape(done.message)}[/]")
+    return done
 
 
 def say(message: str) -> None:
-    console.print(escape(message))
+    console_err.print(escape(message), highlight=False)

@@ -9,8 +9,6 @@ import typer
 
 from posttrain.cli.common import DRY_RUN_OPTION, OVERRIDES_ARG, app, console_err
 
-STAGE_HELP = "data, midtrain, sft, rs, rm, rl, merge, calibrate, eval"
-
 
 @app.command("pipeline")
 def pipeline(
@@ -18,8 +16,9 @@ def pipeline(
                                 dir_okay=False),
     overrides: list[str] = OVERRIDES_ARG,
     dry_run: bool = DRY_RUN_OPTION,
-    start: str = typer.Option(None, "--from", help=f"Start at this stage ({STAGE_HELP}); the stages before it must "
-                              "have finished in the run folder, and their outputs are used as they are."),
+    start: str = typer.Option(None, "--from", help="Start at this stage (data, midtrain, sft, rs, rm, rl, merge, "
+                              "calibrate, eval, and any registered by plugins); the stages before it must have "
+                              "finished in the run folder, and their outputs are used as they are."),
     stop: str = typer.Option(None, "--until", help="Stop after this stage."),
 ) -> None:
     """Run every stage of the recipe; unchanged stages are skipped, a killed run resumes where it stopped."""

@@ -1,4 +1,4 @@
-"""Pieces of ``posttrain eval`` (the stage itself reads top to bottom in :mod:`posttrain.stages.evaluate`):
+"""Pieces of ``posttrain eval`` (the stage itself reads top to bottom in :mod:`posttrain.stages.eval`):
 
 * :mod:`~posttrain.evaluation.config`: the ``eval`` config (models, verifiable sets, pass@k, the chat win rate);
 * :mod:`~posttrain.evaluation.workers`: one set of rollout workers for many models, switched by weight updates;

@@ -10,16 +10,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from posttrain.config import Schema
-from posttrain.errors import UserError
 from posttrain.preference.scorers import ScorerConfig
-from posttrain.rejection.tasks import TasksConfig
 from posttrain.rollout.agent_loop import AgentLoopConfig
-from posttrain.rollout.pool import RolloutConfig
-from posttrain.rollout.sampling import SamplingConfig, SamplingParams
-from posttrain.stages.sample import VerifyConfig
+from posttrain.rollout.config import RolloutConfig
+from posttrain.rollout.sampling import SamplingConfig
+from posttrain.tasks import TasksConfig, VerifySettings
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 NAME_HINT = "letters, digits, '_', '.' or '-', starting with a letter or digit"
@@ -80,7 +78,7 @@ class EvalConfig(Schema):
     pass_at_k: PassAtKConfig | None = Field(None, description="also sample n answers per prompt for pass@k")
     agent: AgentLoopConfig = Field(default_factory=AgentLoopConfig)
     envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
-    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     chat: ChatEvalConfig | None = None
     batch_size: int = Field(32, ge=1, description="prompts per generate call (and per verification batch)")
@@ -106,22 +104,6 @@ class EvalConfig(Schema):
         if self.sampling.n not in (None, 1) or any(b.n not in (None, 1) for b in self.sampling.buckets.values()):
             raise ValueError("sampling.n: accuracy counts one answer per prompt; use pass_at_k.n for more samples")
         return self
-
-
-def bucket_params(sampling: SamplingConfig, buckets: list[str], key: str, n: int = 1) -> dict[str, SamplingParams]:
-    """Concrete sampling params per bucket with ``n`` samples. Overrides for unknown buckets, a seed (seeds derive from
-    the top-level ``seed``) and greedy decoding with ``n > 1`` are UserErrors naming ``key``."""
-    sampling.check_buckets(buckets, source=key)
-    if sampling.seed is not None or any(b.seed is not None for b in sampling.buckets.values()):
-        raise UserError(f"{key}.seed: sampling seeds derive from the top-level `seed` key; remove {key}.seed")
-    params = {}
-    for bucket in buckets:
-        try:
-            params[bucket] = sampling.resolve(bucket).with_updates(n=n)
-        except ValidationError as e:
-            reason = e.errors()[0]["msg"].removeprefix("Value error, ")
-            raise UserError(f"{key} (bucket {bucket}): {reason}") from None
-    return params
 
 
 def model_dirs(config: EvalConfig, source: str) -> dict[str, Path]:

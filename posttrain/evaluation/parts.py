@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from posttrain.manifest import write_json
-from posttrain.preference.data import read_jsonl, write_jsonl
+from posttrain.manifest import read_jsonl, write_json, write_jsonl
 
 PART_FILE = "part.json"
 

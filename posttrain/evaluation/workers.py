@@ -14,12 +14,14 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from posttrain.calibration.elicit import CONFIG_KEY
 from posttrain.manifest import file_sha256
-from posttrain.rollout.engines import weight_files
-from posttrain.rollout.pool import RolloutConfig, RolloutPool
+from posttrain.rollout.config import RolloutConfig
+
+if TYPE_CHECKING:
+    from posttrain.rollout.pool import RolloutPool
 
 # config.json keys that do not change what the engine computes once weights are in place (CONFIG_KEY: how
 # `posttrain calibrate` reads confidences, saved with a calibrated model)
@@ -38,6 +40,8 @@ def _tensor_shapes(model_dir: Path) -> dict[str, list[int]]:
     from safetensors import safe_open
 
     shapes: dict[str, list[int]] = {}
+    from posttrain.rollout.engines import weight_files
+
     for file in weight_files(model_dir):
         with safe_open(str(file), framework="pt") as f:
             for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
@@ -93,6 +97,8 @@ class ModelWorkers:
             self.say(f"{name}: a different architecture or tokenizer than the running workers; starting new workers")
         self._release()
         self.say(f"{name}: starting {self.config.num_workers} {self.config.engine} rollout worker(s)")
+        from posttrain.rollout.pool import RolloutPool
+
         self.pool, self.owned, self.key = RolloutPool.from_config(model_dir, self.config), True, key
         self.loaded = model_dir.resolve()
         self.starts += 1

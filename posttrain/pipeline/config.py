@@ -2,7 +2,8 @@
 
 Each stage section holds that stage's own config (what ``posttrain <command> --config`` reads), minus the inputs and
 outputs the pipeline wires (``model``, ``data``, ``output_dir``, ...), which may still be set to override the wiring.
-Two keys of a section belong to the pipeline and are taken out before the stage sees it:
+The sections are the registered pipeline stages (``posttrain.stages``); ``plugins`` names modules or ``.py`` files
+that register more. Two keys of a section belong to the pipeline and are taken out before the stage sees it:
 
     enabled: false        # skip the stage; it passes its input model through to the next stage
     ray_task: {num_cpus: 8, num_gpus: 1}   # run the stage as a Ray task with these resources (a GPU node of a cluster)
@@ -15,13 +16,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from posttrain.config import Schema, apply_overrides, read_yaml, validate
 from posttrain.errors import UserError
-from posttrain.stages.training import Reporter
+from posttrain.training.settings import Reporter
 
-STAGES = ("data", "midtrain", "sft", "rs", "rm", "rl", "merge", "calibrate", "eval")
+
+def stage_names() -> list[str]:
+    from posttrain.stages import pipeline_stages
+
+    return [s.name for s in pipeline_stages()]
 
 
 class RayTask(Schema):
@@ -38,51 +44,72 @@ class StageControl(Schema):
 
 
 class PipelineConfig(Schema):
-    """``posttrain pipeline`` config."""
+    """``posttrain pipeline`` config: these keys, and one section per pipeline stage (``data``, ``midtrain``, ...)."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     run_dir: Path = Field(description="one folder per stage, the summary and the plots go here")
     model: str = Field(description="the starting model: a Hugging Face folder or a known name")
     report_to: list[Reporter] | None = Field(
         None, description="set train.report_to of every training stage (tensorboard, wandb, trackio)")
-    data: dict[str, Any] | None = Field(None, description="datasets to build: name -> {recipe, overrides, seed}")
-    midtrain: dict[str, Any] | None = None
-    sft: dict[str, Any] | None = None
-    rs: dict[str, Any] | None = None
-    rm: dict[str, Any] | None = None
-    rl: dict[str, Any] | None = None
-    merge: dict[str, Any] | None = None
-    calibrate: dict[str, Any] | None = None
-    eval: dict[str, Any] | None = None
+    plugins: list[str] = Field(default_factory=list, description="modules or .py files that register more stages")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_are_stages(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = stage_names()
+            for key, value in data.items():
+                if key in cls.model_fields:
+                    continue
+                if key not in known:
+                    raise PydanticCustomError("unknown_section", f"{key}: unknown key; expected one of: "
+                                              f"{', '.join([*cls.model_fields, *known])}")
+                if value is not None and not isinstance(value, dict):
+                    raise PydanticCustomError("section", f"{key}: expected a section (a mapping of the stage's "
+                                              f"config keys), got {type(value).__name__}")
+        return data
 
     def section(self, stage: str) -> dict[str, Any] | None:
-        return getattr(self, stage)
-
-
-class DatasetSpec(Schema):
-    recipe: Path = Field(description="a bucket recipe YAML file")
-    overrides: list[str] = Field(default_factory=list, description="KEY=VALUE overrides for the recipe")
-    seed: int | None = Field(None, description="replaces the recipe's seed")
-
-
-class DataStageConfig(Schema):
-    """The data stage: each named dataset is ``posttrain data build RECIPE --out OUTPUT_DIR/NAME``."""
-
-    output_dir: Path
-    datasets: dict[str, DatasetSpec] = Field(min_length=1)
+        return (self.model_extra or {}).get(stage)
 
 
 def load_pipeline_config(path: Path, overrides: list[str] | None = None) -> tuple[PipelineConfig, str]:
-    """The config file with ``KEY=VALUE`` overrides applied, checked at the top level -> (config, source name)."""
+    """The config file with ``KEY=VALUE`` overrides applied, its plugins loaded, checked at the top level ->
+    (config, source name)."""
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
     data = apply_overrides(data, list(overrides or []))
     source = str(path) + (" (with overrides)" if overrides else "")
-    for stage in STAGES:
-        if stage in data and data[stage] is not None and not isinstance(data[stage], dict):
-            raise UserError(f"{source}: {stage}: expected a section (a mapping of the stage's config keys), got "
-                            f"{type(data[stage]).__name__}")
+    load_plugins(data.get("plugins") or [], Path(path).parent, source)
     return validate(PipelineConfig, data, source), source
+
+
+def load_plugins(plugins: Any, base: Path, source: str) -> None:
+    """Import each plugin (a dotted module, or a .py file relative to the config's folder); importing registers."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise UserError(f"{source}: plugins: expected a list of module names or .py files")
+    for plugin in plugins:
+        if plugin.endswith(".py"):
+            file = (base / plugin) if not Path(plugin).is_absolute() else Path(plugin)
+            if not file.is_file():
+                raise UserError(f"{source}: plugins: {plugin}: file not found (relative paths are read from the "
+                                f"config's folder, {base})")
+            name = f"posttrain_plugin_{file.stem}"
+            spec = importlib.util.spec_from_file_location(name, file)
+            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            sys.modules[name] = module
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            try:
+                importlib.import_module(plugin)
+            except ImportError as e:
+                raise UserError(f"{source}: plugins: {plugin}: cannot import it ({e})") from None
 
 
 def split_control(section: dict[str, Any] | None, where: str) -> tuple[StageControl, dict[str, Any]]:

@@ -5,9 +5,11 @@
                                                                                  +--rl--> RUN/rl/{chat,logic}/model
     RUN/rl/*/model --merge (base: RUN/rs/model)--> RUN/merge --calibrate--> RUN/calibrate --eval--> RUN/eval
 
-Every stage's ``model`` is the previous enabled stage's output (a disabled stage passes its input through) and its
-datasets are the data stage's outputs of the conventional names, unless the section sets them. Any string value of
-a section may also name an output as ``@name`` (``@sft``, ``@rl.chat``, ``@data.tasks``, ``@base``, ...).
+The registered stages are planned in order. Each enabled stage's section gets ``output_dir: RUN/<name>``, and the
+stage's own ``wire`` fills in the inputs the section leaves out (the policy model, datasets of the data stage by
+name, earlier outputs); it is validated by the stage's schema and names what it produced (``record``). A disabled
+stage passes its input through (``skip``). Any string value of a section may also name an output as ``@name``
+(``@sft``, ``@rl.chat``, ``@data.tasks``, ``@base``, ...).
 
 Every enabled stage's config is validated here, before the first stage starts: a typo in the eval section fails in
 a second, not after an hour of training.
@@ -24,25 +26,20 @@ from pydantic import BaseModel
 
 from posttrain.config import validate
 from posttrain.errors import UserError
-from posttrain.pipeline.config import (
-    STAGES,
-    DataStageConfig,
-    PipelineConfig,
-    StageControl,
-    split_control,
-)
-
-# Eval's default model names for the outputs of each model-producing stage.
-EVAL_NAMES = {"base": "base", "midtrain": "midtrain", "sft": "sft", "rs": "rs", "rl.chat": "chat",
-              "rl.logic": "logic", "merge": "merged", "calibrate": "final"}
+from posttrain.pipeline.config import PipelineConfig, StageControl, split_control
+from posttrain.stages import Stage, pipeline_stages
 
 
 @dataclass
 class PlannedStage:
-    name: str
+    stage: Stage
     control: StageControl
     config: Any = None  # the validated stage config (None when disabled)
     products: dict[str, str] = field(default_factory=dict)  # output name -> folder, for the stages after it
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
 
     @property
     def enabled(self) -> bool:
@@ -61,260 +58,78 @@ class Plan:
     def stage(self, name: str) -> PlannedStage:
         return next(s for s in self.stages if s.name == name)
 
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.stages]
 
-class _Wiring:
-    """What the stages planned so far produced: named outputs and the current policy model."""
+
+class Wiring:
+    """What the stages planned so far produced: named outputs, the current policy model, the run's models for eval,
+    and what a stage left for the wiring of later ones (see ``posttrain.stages.contract.Wiring``)."""
 
     def __init__(self, cfg: PipelineConfig, source: str) -> None:
-        self.run = Path(cfg.run_dir)
+        self.run_dir = Path(cfg.run_dir)
         self.source = source
         self.products: dict[str, str] = {"base": cfg.model}
         self.policy = cfg.model
-        self.enabled: set[str] = set()
-        self.eval_models: dict[str, str] = {"base": cfg.model}
-        self.rl_tracks: list[str] = []
-        self.chat_split: dict[str, Any] | None = None  # the Chat track's held-out split, for eval's win rate
+        self.models: dict[str, str] = {"base": cfg.model}
+        self.shared: dict[str, Any] = {}
+        self._enabled: set[str] = set()
         self.stage = ""  # the stage being wired (for messages)
 
-    def dataset(self, name: str, where: str) -> str:
+    def dataset(self, name: str, key: str) -> str:
         ref = f"data.{name}"
         if ref not in self.products:
-            raise UserError(f"{self.source}: {self.stage}: {where}: not set, and the data stage builds no dataset "
-                            f"named {name!r} (add data.datasets.{name}, or set {self.stage}.{where})")
+            raise UserError(f"{self.source}: {self.stage}: {key}: not set, and the data stage builds no dataset "
+                            f"named {name!r} (add data.datasets.{name}, or set {self.stage}.{key})")
         return self.products[ref]
 
-    def produced(self, ref: str, path: str, *, policy: bool = False) -> None:
-        self.products[ref] = path
-        if ref in EVAL_NAMES:
-            self.eval_models[EVAL_NAMES[ref]] = path
+    def tasks(self, given: Any, dataset: str, key: str) -> Any:
+        """A task section: the data stage's dataset unless it names a recipe or a dataset itself (``limit`` etc.
+        stay)."""
+        if given is None:
+            given = {}
+        if isinstance(given, dict) and "recipe" not in given and "dataset" not in given:
+            return {"dataset": self.dataset(dataset, key), **given}
+        return given
+
+    def enabled(self, stage: str) -> bool:
+        return stage in self._enabled
+
+    def produced(self, ref: str, path: str | Path, *, policy: bool = False, eval_name: str | None = None) -> None:
+        self.products[ref] = str(path)
+        if eval_name is not None:
+            self.models[eval_name] = str(path)
         if policy:
-            self.policy = path
+            self.policy = str(path)
 
 
 def plan(cfg: PipelineConfig, source: str) -> Plan:
     """Wire and validate every stage, in order."""
-    w = _Wiring(cfg, source)
-    stages = []
-    for name in STAGES:
-        where = f"{source}: {name}"
-        control, own = split_control(cfg.section(name), where)
-        if name == "rl" and control.ray_task is not None:
-            raise UserError(f"{where}: ray_task: the RL tracks already run as Ray tasks with their own resources; "
-                            "set rl.resources.chat / rl.resources.logic instead")
-        stage = PlannedStage(name, control)
-        w.stage = name
+    w = Wiring(cfg, source)
+    planned = []
+    for stage in pipeline_stages():
+        where = f"{source}: {stage.name}"
+        control, own = split_control(cfg.section(stage.name), where)
+        if control.ray_task is not None and stage.no_ray_task:
+            raise UserError(f"{where}: ray_task: {stage.no_ray_task}")
+        step = PlannedStage(stage, control)
+        w.stage = stage.name
         before = dict(w.products)
         if control.enabled:
             own = _substitute(own, w.products, where)
             if cfg.report_to is not None:
-                _set_report_to(name, own, list(cfg.report_to))
-            stage.config = WIRE[name](own, w, where)
-            w.enabled.add(name)
+                _set_report_to(stage, own, list(cfg.report_to))
+            own.setdefault("output_dir", str(w.run_dir / stage.name))
+            stage.wire(own, w)  # type: ignore[misc]
+            step.config = validate(stage.schema, own, where)
+            stage.record(step.config, w)
+            w._enabled.add(stage.name)
         else:
-            PASS_THROUGH[name](own, w)
-        stage.products = {k: v for k, v in w.products.items() if before.get(k) != v}
-        stages.append(stage)
-    return Plan(w.run, stages, w.products)
-
-
-# ------------------------------------------------------------------------------------------------------- each stage
-def _data(own: dict[str, Any], w: _Wiring, where: str) -> Any:
-    own.setdefault("output_dir", str(w.run / "data"))
-    cfg = validate(DataStageConfig, own, where)
-    for name in cfg.datasets:
-        w.produced(f"data.{name}", str(cfg.output_dir / name))
-    return cfg
-
-
-def _trainer(name: str, schema_path: str) -> Any:
-    """midtrain and sft: the policy + the dataset of the same name -> a model folder that becomes the policy."""
-    def wire(own: dict[str, Any], w: _Wiring, where: str) -> Any:
-        from importlib import import_module
-
-        module, cls = schema_path.rsplit(":", 1)
-        own.setdefault("model", w.policy)
-        if "data" not in own:
-            own["data"] = w.dataset(name, "data")
-        own.setdefault("output_dir", str(w.run / name))
-        cfg = validate(getattr(import_module(module), cls), own, where)
-        w.produced(name, str(cfg.output_dir), policy=True)
-        return cfg
-    return wire
-
-
-def _rs(own: dict[str, Any], w: _Wiring, where: str) -> Any:
-    from posttrain.stages.rs_rounds import RSConfig
-
-    own.setdefault("model", w.policy)
-    own.setdefault("out", str(w.run / "rs"))
-    for section, dataset in (("sample", "tasks"), ("heldout", "heldout")):
-        part = own.setdefault(section, {})
-        if isinstance(part, dict):
-            part["tasks"] = _tasks(part.get("tasks"), w, dataset, f"{section}.tasks")
-    cfg = validate(RSConfig, own, where)
-    w.produced("rs", str(Path(cfg.out) / "model"), policy=True)  # run_rs links OUT/model to the last round's model
-    return cfg
-
-
-def _rm(own: dict[str, Any], w: _Wiring, where: str) -> Any:
-    from posttrain.stages.rm import RMStageConfig
-
-    own.setdefault("model", w.policy)
-    if "data" not in own:
-        own["data"] = w.dataset("preference", "data")
-    own.setdefault("output_dir", str(w.run / "rm"))
-    cfg = validate(RMStageConfig, own, where)
-    w.produced("rm", str(cfg.output_dir))
-    return cfg
-
-
-def _rl(own: dict[str, Any], w: _Wiring, where: str) -> Any:
-    from posttrain.stages.rl import TRACKS, RLConfig, track_config
-
-    own.setdefault("model", w.policy)
-    own.setdefault("output_dir", str(w.run / "rl"))
-    tracks = own.get("tracks", list(TRACKS))
-    if isinstance(tracks, list) and "chat" in tracks:
-        own["chat"] = _wire_chat(dict(own.get("chat") or {}), w)
-    if isinstance(tracks, list) and "logic" in tracks:
-        logic = dict(own.get("logic") or {})
-        logic["tasks"] = _tasks(logic.get("tasks"), w, "tasks", "logic.tasks")
-        heldout = logic.setdefault("heldout", {})
-        if isinstance(heldout, dict):
-            heldout["tasks"] = _tasks(heldout.get("tasks"), w, "heldout", "logic.heldout.tasks")
-        own["logic"] = logic
-    cfg = validate(RLConfig, own, where)
-    for track in cfg.tracks:  # each track's own config is checked now too
-        checked = track_config(cfg, track, w.source + ": rl")
-        # where each track leaves its final model (see posttrain.stages.rl.run_track)
-        model_dir = Path(checked.output_dir) / "model" if track == "chat" else Path(checked.output_dir)
-        w.produced(f"rl.{track}", str(model_dir))
-        if track == "chat":
-            w.chat_split = {"held_out_fraction": checked.eval_fraction, "split_seed": checked.seed,
-                            "prompts": str(checked.on_policy.prompts if checked.on_policy else checked.offline.data)}
-    w.rl_tracks = list(cfg.tracks)
-    return cfg
-
-
-def _tasks(given: Any, w: _Wiring, dataset: str, where: str) -> Any:
-    """A task section: the data stage's dataset unless it names a recipe or a dataset itself (``limit`` etc. stay)."""
-    if given is None:
-        given = {}
-    if isinstance(given, dict) and "recipe" not in given and "dataset" not in given:
-        return {"dataset": w.dataset(dataset, where), **given}
-    return given
-
-
-def _wire_chat(chat: dict[str, Any], w: _Wiring) -> dict[str, Any]:
-    """The Chat track reads the preference pairs (offline), prompts (on-policy) and the reward model."""
-    if isinstance(chat.get("offline"), dict) and "data" not in chat["offline"]:
-        chat["offline"] = {"data": w.dataset("preference", "chat.offline.data"), **chat["offline"]}
-    if isinstance(chat.get("on_policy"), dict) and "prompts" not in chat["on_policy"]:
-        chat["on_policy"] = {"prompts": w.dataset("preference", "chat.on_policy.prompts"), **chat["on_policy"]}
-    scorer = chat.get("scorer", {} if "rm" in w.enabled else None)
-    if isinstance(scorer, dict) and scorer.get("kind", "reward_model") == "reward_model" and not scorer.get(
-            "reward_model"):
-        if "rm" not in w.enabled:
-            raise UserError(f"{w.source}: rl: chat.scorer.reward_model: not set and the rm stage is not enabled; "
-                            "enable rm, set chat.scorer.reward_model, or use chat.scorer.kind: judge")
-        chat["scorer"] = {**scorer, "reward_model": w.products["rm"]}
-    return chat
-
-
-def _merge(own: dict[str, Any], w: _Wiring, where: str) -> Any:
-    from posttrain.stages.merge import MergeConfig
-
-    if "models" not in own:
-        if not w.rl_tracks:
-            raise UserError(f"{where}: models: not set and the rl stage is not enabled, so there are no track models "
-                            "to merge; disable merge (enabled: false) or set merge.models")
-        own["models"] = [{"path": w.products[f"rl.{t}"]} for t in w.rl_tracks]
-    own.setdefault("base", w.policy)
-    own.setdefault("output_dir", str(w.run / "merge"))
-    cfg = validate(MergeConfig, own, where)
-    w.produced("merge", str(cfg.output_dir), policy=True)
-    return cfg
-
-
-def _calibrate(own: dict[str, Any], w: _Wiring, where: str) -> Any:
-    from posttrain.stages.calibrate import CalibrateConfig
-
-    own.setdefault("model", w.policy)
-    own.setdefault("output_dir", str(w.run / "calibrate"))
-    if "generate" not in own:  # tasks from an environment's generator need no dataset
-        own["tasks"] = _tasks(own.get("tasks"), w, "calibration" if "data.calibration" in w.products else "tasks",
-                              "tasks")
-    cfg = validate(CalibrateConfig, own, where)
-    w.produced("calibrate", str(cfg.output_dir), policy=True)
-    return cfg
-
-
-def _eval(own: dict[str, Any], w: _Wiring, where: str) -> Any:
-    from posttrain.stages.evaluate import EvalConfig
-
-    models = own.get("models")
-    if models is None or isinstance(models, list):  # a list picks among the pipeline's models by name
-        wanted = list(w.eval_models) if models is None else models
-        unknown = [m for m in wanted if m not in w.eval_models]
-        if unknown:
-            raise UserError(f"{where}: models: {', '.join(map(str, unknown))}: not a model of this run; expected "
-                            f"names among {', '.join(w.eval_models)}, or a mapping name -> folder")
-        own["models"] = {name: w.eval_models[name] for name in wanted}
-    if "sets" not in own and "data.heldout" in w.products:
-        own["sets"] = {"heldout": {}}
-    if isinstance(own.get("sets"), dict):  # a set without a source reads the data stage's dataset of its name
-        own["sets"] = {name: _tasks(tasks, w, str(name), f"sets.{name}") for name, tasks in own["sets"].items()}
-    if "chat" not in own and "rm" in w.enabled and "data.preference" in w.products:
-        own["chat"] = {}
-    chat = own.get("chat")
-    if isinstance(chat, dict):
-        split = w.chat_split or {}
-        if "prompts" not in chat:
-            chat["prompts"] = split.get("prompts") or w.dataset("preference", "chat.prompts")
-        for key in ("held_out_fraction", "split_seed"):  # only the prompts the Chat track never trained on
-            if key in split:
-                chat.setdefault(key, split[key])
-        chat.setdefault("reference", "sft" if "sft" in own["models"] else next(iter(own["models"])))
-        if "scorer" not in chat and "rm" in w.enabled:
-            chat["scorer"] = {"kind": "reward_model", "reward_model": w.products["rm"]}
-    own.setdefault("output_dir", str(w.run / "eval"))
-    return validate(EvalConfig, own, where)
-
-
-WIRE = {
-    "data": _data, "midtrain": _trainer("midtrain", "posttrain.stages.midtrain:MidtrainStageConfig"),
-    "sft": _trainer("sft", "posttrain.stages.sft:SFTStageConfig"), "rs": _rs, "rm": _rm, "rl": _rl,
-    "merge": _merge, "calibrate": _calibrate, "eval": _eval,
-}
-
-
-# ------------------------------------------------------------------------------------------- disabled: pass through
-def _through(ref: str) -> Any:
-    def passthrough(own: dict[str, Any], w: _Wiring) -> None:
-        w.products[ref] = w.policy  # the next stage reads what this one would have read
-    return passthrough
-
-
-def _rl_through(own: dict[str, Any], w: _Wiring) -> None:
-    for track in ("chat", "logic"):
-        w.products[f"rl.{track}"] = w.policy
-
-
-def _merge_through(own: dict[str, Any], w: _Wiring) -> None:
-    """A disabled merge passes its first input through: the first track's model (the policy without RL)."""
-    first = w.products[f"rl.{w.rl_tracks[0]}"] if w.rl_tracks else w.policy
-    w.products["merge"] = first
-    w.policy = first
-
-
-def _nothing(own: dict[str, Any], w: _Wiring) -> None:
-    return None
-
-
-PASS_THROUGH = {
-    "data": _nothing, "midtrain": _through("midtrain"), "sft": _through("sft"), "rs": _through("rs"), "rm": _nothing,
-    "rl": _rl_through, "merge": _merge_through, "calibrate": _through("calibrate"), "eval": _nothing,
-}
+            stage.skip(w)
+        step.products = {k: v for k, v in w.products.items() if before.get(k) != v}
+        planned.append(step)
+    return Plan(w.run_dir, planned, w.products)
 
 
 # ------------------------------------------------------------------------------------------------------ references
@@ -336,22 +151,15 @@ def _substitute(value: Any, products: dict[str, str], where: str, key: str = "")
 
 
 # ------------------------------------------------------------------------------------------------------- report_to
-def _set_report_to(stage: str, own: dict[str, Any], value: list[str]) -> None:
-    """The pipeline's ``report_to`` goes to every training section that has the key (a section's own value wins)."""
-    from posttrain.stages import calibrate, evaluate, merge, midtrain, rm, rs_rounds, sft
+def _set_report_to(stage: Stage, own: dict[str, Any], value: list[str]) -> None:
+    """The pipeline's ``report_to`` goes to every training section that has the key (a section's own value wins);
+    a section that is another stage's config (rl's ``chat`` and ``logic``) is filled by that stage's schema."""
+    from posttrain.stages import stage as registered
 
-    schemas = {"midtrain": midtrain.MidtrainStageConfig, "sft": sft.SFTStageConfig, "rs": rs_rounds.RSConfig,
-               "rm": rm.RMStageConfig, "merge": merge.MergeConfig, "calibrate": calibrate.CalibrateConfig,
-               "eval": evaluate.EvalConfig}
-    if stage == "rl":
-        from posttrain.rl.config import LogicTrackConfig
-        from posttrain.stages.rl_chat import ChatTrackConfig
-
-        for track, schema in (("chat", ChatTrackConfig), ("logic", LogicTrackConfig)):
-            if isinstance(own.get(track), dict):
-                _fill(own[track], schema, "report_to", value)
-    elif stage in schemas:
-        _fill(own, schemas[stage], "report_to", value)
+    _fill(own, stage.schema, "report_to", value)
+    for section, other in stage.nested.items():
+        if isinstance(own.get(section), dict):
+            _fill(own[section], registered(other).schema, "report_to", value)
 
 
 def _fill(data: dict[str, Any], schema: type[BaseModel], key: str, value: Any) -> None:

@@ -23,20 +23,20 @@ from typing import Any
 
 import yaml
 
-from posttrain.errors import UserError
-from posttrain.pipeline.config import STAGES, PipelineConfig
+from posttrain.errors import StageFailed, UserError
+from posttrain.pipeline.config import PipelineConfig, stage_names
 from posttrain.pipeline.graph import Plan, PlannedStage, plan
-from posttrain.pipeline.stages import COMMANDS, StageFailed, key_metrics, run_stage, stage_inputs, work_folders
-from posttrain.pipeline.state import STATE_DIR, HashCache, StageRecord, fingerprint, input_hash
-from posttrain.stages.reporting import console, say
+from posttrain.pipeline.state import STATE_DIR, HashCache, StageRecord, fingerprint, input_hash, stage_inputs
+from posttrain.report import Progress, console, say
 
 
 def check_range(start: str | None, stop: str | None) -> None:
+    names = stage_names()
     for flag, name in (("--from", start), ("--until", stop)):
-        if name is not None and name not in STAGES:
-            raise UserError(f"{flag} {name}: no such stage; expected one of {', '.join(STAGES)}")
-    if start and stop and STAGES.index(start) > STAGES.index(stop):
-        raise UserError(f"--from {start} comes after --until {stop}; stage order: {' -> '.join(STAGES)}")
+        if name is not None and name not in names:
+            raise UserError(f"{flag} {name}: no such stage; expected one of {', '.join(names)}")
+    if start and stop and names.index(start) > names.index(stop):
+        raise UserError(f"--from {start} comes after --until {stop}; stage order: {' -> '.join(names)}")
 
 
 def run_pipeline(cfg: PipelineConfig, source: str, start: str | None = None,
@@ -55,12 +55,13 @@ def run_pipeline(cfg: PipelineConfig, source: str, start: str | None = None,
     started = time.monotonic()
     ray_was_running = _ray_running()
     try:
+        names = p.names
         for stage in p.stages:
-            position = STAGES.index(stage.name)
+            position = names.index(stage.name)
             if not stage.enabled:
                 rows.append({"stage": stage.name, "status": "disabled"})
-            elif (start and position < STAGES.index(start)) or (stop and position > STAGES.index(stop)):
-                rows.append(_not_run(run_dir, stage, before=bool(start and position < STAGES.index(start))))
+            elif (start and position < names.index(start)) or (stop and position > names.index(stop)):
+                rows.append(_not_run(run_dir, stage, before=bool(start and position < names.index(start))))
             else:
                 row = _run_one(p, stage, source, cache)
                 rows.append(row)
@@ -95,7 +96,7 @@ def _not_run(run_dir: Path, stage: PlannedStage, before: bool) -> dict[str, Any]
 
 def _run_one(p: Plan, stage: PlannedStage, source: str, cache: HashCache) -> dict[str, Any]:
     name, cfg, config = stage.name, stage.config, stage.config_dict()
-    inputs = {key: input_hash(spec, cache) for key, spec in stage_inputs(name, cfg).items()}
+    inputs = {key: input_hash(spec, cache) for key, spec in stage_inputs(stage.stage, cfg).items()}
     fp = fingerprint(name, config, inputs)
     record = StageRecord(p.run_dir, name)
     if record.status == "done" and record.fingerprint == fp and _outputs(stage, cache) == record.data.get("outputs"):
@@ -103,7 +104,7 @@ def _run_one(p: Plan, stage: PlannedStage, source: str, cache: HashCache) -> dic
         return {"stage": name, "status": "skipped", "fingerprint": fp, "metrics": record.data.get("metrics", {}),
                 "duration_s": record.data.get("duration_s")}
     if record.fingerprint is not None and record.fingerprint != fp:
-        _clear(p.run_dir, work_folders(name, cfg))
+        _clear(p.run_dir, stage.stage.work_folders(cfg))
     elif record.status in ("running", "failed"):
         say(f"[{name}] resuming an unfinished run of the same config")
 
@@ -121,7 +122,7 @@ def _run_one(p: Plan, stage: PlannedStage, source: str, cache: HashCache) -> dic
         return {"stage": name, "status": "failed", "error": _describe(e), "fingerprint": fp,
                 "duration_s": round(time.monotonic() - began, 1)}
     duration = time.monotonic() - began
-    metrics = key_metrics(name, cfg)
+    metrics = stage.stage.summary(cfg) if stage.stage.summary else {"gains": [], "details": {}}
     record.finish(_outputs(stage, cache), metrics, duration, where)
     return {"stage": name, "status": "ran", "fingerprint": fp, "metrics": metrics, "duration_s": round(duration, 1),
             "where": where}
@@ -135,7 +136,7 @@ def _outputs(stage: PlannedStage, cache: HashCache) -> dict[str, str] | None:
         if not path.is_dir():
             return None
         found[ref] = cache.folder(path)
-    for folder in work_folders(stage.name, stage.config):
+    for folder in stage.stage.work_folders(stage.config):
         manifest = folder / "manifest.json"
         if not manifest.is_file():
             return None
@@ -160,7 +161,7 @@ def _execute(stage: PlannedStage, source: str) -> dict[str, Any]:
     """Run the stage here, or as a Ray task with its resources; -> where it ran."""
     if stage.control.ray_task is None:
         try:
-            run_stage(stage.name, stage.config, source, say)
+            run_stage(stage.stage, stage.config, source)
         finally:
             _release_memory()
         return {"host": socket.gethostname(), "pid": os.getpid(), "ray_task": False}
@@ -197,7 +198,7 @@ def _execute_in_ray_task(stage: PlannedStage, source: str) -> dict[str, Any]:
     say(f"[{stage.name}] running as a Ray task ({task.num_cpus} CPUs, {task.num_gpus} GPUs"
         + (f", {task.resources}" if task.resources else "") + ")")
     try:
-        return {**ray.get(remote.remote(stage.name, stage.config, source)),
+        return {**ray.get(remote.remote(stage.stage, stage.config, source)),
                 "cluster": ray.get_runtime_context().gcs_address}
     except ray.exceptions.RayTaskError as e:
         cause = getattr(e, "cause", None)
@@ -206,11 +207,21 @@ def _execute_in_ray_task(stage: PlannedStage, source: str) -> dict[str, Any]:
         raise
 
 
-def _stage_task(name: str, config: Any, source: str) -> dict[str, Any]:
+def run_stage(stage: Any, cfg: Any, source: str) -> None:
+    """Run one stage as its own command would, and show what the command shows. A finished stage that is not ok
+    (calibration's guard kept the input model) lets later stages go on with its output."""
+    done = stage.run(cfg, f"{source}: {stage.name}", Progress(stage.name))
+    if stage.show is not None:
+        stage.show(done)
+    if not done.ok:
+        say(f"{stage.name}: {done.message}")
+
+
+def _stage_task(stage: Any, config: Any, source: str) -> dict[str, Any]:
     """Runs inside a Ray worker (on whichever node has the resources)."""
     import ray
 
-    run_stage(name, config, source, say)
+    run_stage(stage, config, source)
     return {"host": socket.gethostname(), "pid": os.getpid(), "ray_task": True,
             "node_id": ray.get_runtime_context().get_node_id()}
 
@@ -236,9 +247,9 @@ def write_configs(cfg: PipelineConfig, p: Plan) -> None:
     _write_yaml(folder / "config.yaml", cfg.model_dump(mode="json"))
     for stage in p.stages:
         if stage.enabled:
-            header = f"# {stage.name}: resolved by `posttrain pipeline`; run it alone with: {COMMANDS[stage.name]}"
-            if stage.name != "data":
-                header += f" --config {folder / (stage.name + '.yaml')}"
+            header = f"# {stage.name}: resolved by `posttrain pipeline`"
+            if stage.stage.command:
+                header += f"; run it alone with: posttrain {stage.name} --config {folder / (stage.name + '.yaml')}"
             _write_yaml(folder / f"{stage.name}.yaml", stage.config_dict(), header)
 
 

@@ -81,6 +81,41 @@ def input_hash(spec: str, cache: HashCache) -> str:
     return cache.folder(resolve_model(spec, key="model"))
 
 
+OUTPUT_KEYS = {"output_dir"}  # a stage's own folders are outputs, never inputs
+PATH_SUFFIXES = (".yaml", ".yml", ".json", ".jsonl", ".parquet", ".py", ".csv")
+
+
+def stage_inputs(stage: Any, cfg: Any) -> dict[str, str]:
+    """What decides a stage's result besides its config: every existing path or known model its config names (not
+    its own output folders), and what the stage itself says it reads (a recipe's source files)."""
+    from posttrain.models.fetch import KNOWN_MODELS
+
+    found: dict[str, str] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k not in OUTPUT_KEYS:
+                    walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{key}.{i}")
+        elif isinstance(value, str) and _looks_like_path(value, KNOWN_MODELS):
+            if value.lower() in KNOWN_MODELS or Path(value).expanduser().exists():
+                found[key] = value
+
+    walk(cfg.model_dump(mode="json"), "")
+    if stage.extra_inputs is not None:
+        found.update(stage.extra_inputs(cfg))
+    return found
+
+
+def _looks_like_path(value: str, known: Any) -> bool:
+    if "\n" in value or len(value) > 4096:
+        return False
+    return value.lower() in known or "/" in value or value.endswith(PATH_SUFFIXES)
+
+
 def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, str]) -> str:
     """What decides a stage's result: its resolved config and the hashes of what it reads."""
     blob = json.dumps({"stage": stage, "config": config, "inputs": inputs}, sort_keys=True, ensure_ascii=False)

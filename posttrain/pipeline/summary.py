@@ -7,7 +7,7 @@ from typing import Any
 
 from posttrain.manifest import write_json
 from posttrain.pipeline.graph import Plan
-from posttrain.stages.reporting import say
+from posttrain.report import results, say
 
 STATUS_STYLE = {"ran": "green", "skipped": "cyan", "failed": "bold red", "disabled": "dim"}
 
@@ -37,10 +37,7 @@ def write_summary(p: Plan, rows: list[dict[str, Any]], seconds: float, source: s
 
 
 def _folder(stage: Any) -> Path | None:
-    cfg = stage.config
-    if cfg is None:
-        return None
-    return Path(cfg.out) if stage.name == "rs" else Path(cfg.output_dir)
+    return Path(stage.config.output_dir) if stage.config is not None else None
 
 
 def fmt(value: Any) -> str:
@@ -100,8 +97,6 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from posttrain.cli.common import console
-
     table = Table(title=f"pipeline: {summary['run_dir']}", title_justify="left", show_lines=True)
     for column, justify in (("stage", "left"), ("status", "left"), ("time", "right"), ("before -> after", "left"),
                             ("details", "left")):
@@ -111,12 +106,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         style = STATUS_STYLE.get(row["status"], "yellow")
         table.add_row(row["stage"], f"[{style}]{escape(row['status'])}[/]", _time(row),
                       escape("\n".join(gain_lines(metrics))), escape(detail_text(metrics) or row.get("error", "")))
-    console.print(table)
+    results.print(table)
     if summary.get("eval"):
         from posttrain.evaluation.table import rich_table
 
-        console.print(rich_table(summary["eval"]["columns"], summary["eval"]["rows"], "evaluation"))
+        results.print(rich_table(summary["eval"]["columns"], summary["eval"]["rows"], "evaluation"))
     if summary["plots"]:
-        console.print(f"plots: {', '.join(str(Path(summary['run_dir']) / p) for p in summary['plots'].values())}")
-    console.print(f"summary: {Path(summary['run_dir']) / 'summary.md'} ({summary['stage_seconds']:.0f} s of stage "
+        results.print(f"plots: {', '.join(str(Path(summary['run_dir']) / p) for p in summary['plots'].values())}")
+    results.print(f"summary: {Path(summary['run_dir']) / 'summary.md'} ({summary['stage_seconds']:.0f} s of stage "
                   "time)", highlight=False)

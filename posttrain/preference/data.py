@@ -88,16 +88,3 @@ def split_held_out(rows: list[dict[str, Any]], fraction: float, seed: int,
     for row in rows:
         (held if is_held_out(row[field], fraction, seed) else train).append(row)
     return train, held
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows atomically (a killed run never leaves half a file that looks complete)."""
-    import os
-
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -15,16 +15,13 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from posttrain.models.loading import load_tokenizer
-from posttrain.preference.training import (
-    PairTrainSettings,
-    ProgressFn,
-    log_series,
-    pair_trainer_kwargs,
-    summarize,
-    trainer_callbacks,
-)
+from posttrain.preference.training import PairTrainSettings, log_series, summarize
+from posttrain.report import Progress
+from posttrain.training.arguments import trainer_arguments
+from posttrain.training.checkpoints import fit
+from posttrain.training.model import load_model, save_model
+from posttrain.training.outputs import training_metrics
 
-STAGE = "rl_chat"
 MARGIN, ACCURACY = "rewards/margins", "rewards/accuracies"
 
 
@@ -61,7 +58,7 @@ def pair_lengths(tokenizer: Any, pairs: list[dict[str, Any]], max_length: int) -
 
 
 def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]], eval_pairs: list[dict[str, Any]],
-              train: DPOTrain, out: Path, resume: bool, progress: ProgressFn | None,
+              train: DPOTrain, out: Path, resume: bool, progress: Progress,
               round_: int) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]]]:
     """Train ``policy_dir`` on ``pairs`` into ``out`` (checkpoints in ``out/checkpoints``, resumed when present).
 
@@ -74,8 +71,7 @@ def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]]
     from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
-    from posttrain.stages.reporting import training_metrics
-    from posttrain.stages.training import fit, load_model, save_model
+    from posttrain.training.callbacks import training_callbacks
 
     def as_dataset(rows: list[dict[str, Any]]) -> Any:
         return datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
@@ -84,11 +80,11 @@ def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]]
     lengths = pair_lengths(tokenizer, pairs, train.max_length)
     model, _ = load_model(policy_dir)
     reference = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=torch.float32)
-    args = DPOConfig(**pair_trainer_kwargs(train, out, has_eval=bool(eval_pairs)), beta=train.beta,
-                     loss_type=list(train.loss_type))
+    args = trainer_arguments(DPOConfig, train, out, evaluate=bool(eval_pairs), dataloader_num_workers=0,
+                             beta=train.beta, loss_type=list(train.loss_type))
     trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=as_dataset(pairs),
                          eval_dataset=as_dataset(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
-                         callbacks=trainer_callbacks(train, out, progress, STAGE, round_))
+                         callbacks=training_callbacks(train, out, progress, round_))
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts (fit removes it too, but after this evaluate)
     before = trainer.evaluate() if eval_pairs else {}
     result, after = fit(trainer, out, resume)

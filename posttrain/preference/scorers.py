@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from posttrain.config import Schema
 from posttrain.errors import UserError
-from posttrain.rollout.pool import RolloutConfig
+from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig
 
 Messages = list[dict[str, str]]

@@ -7,7 +7,7 @@
 * ``rewards``      per-environment reward routing (each row's env verifies its episode) and format penalties
 * ``weight_sync``  pushes the trained weights to the rollout workers after every optimizer step
 * ``heldout``      held-out reward/accuracy through the same pool and verifiers, every N steps
-* ``progress``     metrics.jsonl written live, and a progress hook for callers (the parallel runner)
+* ``progress``     metrics.jsonl written live (callers get the same rows as Progress events)
 
 Import the module you need; this package imports nothing heavy by itself.
 """

@@ -13,12 +13,12 @@ from typing import Any, Literal
 from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from posttrain.config import Schema
-from posttrain.rejection.tasks import TasksConfig
 from posttrain.rl.rewards import RewardSettings
 from posttrain.rollout.agent_loop import AgentLoopConfig
-from posttrain.rollout.pool import RolloutConfig
+from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig
-from posttrain.stages.training import Reporter
+from posttrain.tasks import TasksConfig, VerifySettings
+from posttrain.training.settings import Checkpoints, Scheduler, TrainerSettings
 
 LossType = Literal["grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo"]
 ISMode = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
@@ -49,21 +49,17 @@ class ImportanceSampling(Schema):
         return self
 
 
-class RLTrain(Schema):
+class RLTrain(TrainerSettings, Checkpoints):
     """Optimisation: how many prompts and samples make a step, the clipped surrogate, KL, schedule, bookkeeping."""
 
     max_steps: PositiveInt = 50
     prompts_per_step: PositiveInt = Field(4, description="distinct task prompts per optimizer step")
     num_generations: int = Field(4, ge=2, description="group size: episodes sampled per prompt (advantages compare "
                                  "them)")
-    grad_accumulation: PositiveInt = Field(1, description="micro-batches per optimizer step")
     num_iterations: PositiveInt = Field(1, description="optimizer steps on each generated batch (PPO epochs); "
                                         "above 1 the clipped ratio is taken against the policy that sampled")
     learning_rate: PositiveFloat = 1e-6
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "constant"
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: PositiveFloat = 1.0
+    lr_scheduler: Scheduler = "constant"
     loss_type: LossType = Field("dapo", description="TRL's loss aggregation; grpo normalizes per sequence, dapo per "
                                 "token over the batch, dr_grpo by a constant")
     epsilon: PositiveFloat = Field(0.2, description="clip range below 1 (and above, unless epsilon_high is set)")
@@ -75,23 +71,15 @@ class RLTrain(Schema):
     importance_sampling: ImportanceSampling = Field(default_factory=ImportanceSampling)
     mask_truncated_completions: bool = Field(False, description="leave episodes whose last turn hit max_tokens out "
                                              "of the loss (DAPO)")
-    logging_steps: PositiveInt = 1
     save_steps: PositiveInt = 25
-    save_total_limit: PositiveInt = 2
-    keep_checkpoints: bool = Field(False, description="keep checkpoints/ after a finished run")
-    seed: int = 0
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    gradient_checkpointing: bool = False
-    report_to: list[Reporter] = Field(default_factory=lambda: ["tensorboard"])
 
-    @field_validator("grad_accumulation")
-    @classmethod
-    def _batch_shape(cls, value: int, info: ValidationInfo) -> int:
-        completions = info.data.get("prompts_per_step", 1) * info.data.get("num_generations", 2)
-        if completions % value:
-            raise ValueError(f"prompts_per_step x num_generations = {completions} episodes per step must split "
-                             f"evenly into {value} micro-batches")
-        return value
+    @model_validator(mode="after")
+    def _batch_shape(self) -> RLTrain:
+        completions = self.prompts_per_step * self.num_generations
+        if completions % self.grad_accumulation:
+            raise ValueError(f"grad_accumulation: prompts_per_step x num_generations = {completions} episodes per "
+                             f"step must split evenly into {self.grad_accumulation} micro-batches")
+        return self
 
     @property
     def micro_batch_size(self) -> int:
@@ -114,11 +102,6 @@ class HeldOutSettings(Schema):
             raise ValueError(f"{value} greedy samples (temperature 0) would all be the same; use 1 or a temperature "
                              "above 0")
         return value
-
-
-class VerifySettings(Schema):
-    workers: PositiveInt = Field(2, description="verifier processes per environment")
-    timeout_s: PositiveFloat = Field(60.0, description="per episode; a slower one scores 0, never a pass")
 
 
 class LogicTrackConfig(Schema):

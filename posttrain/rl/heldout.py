@@ -2,7 +2,7 @@
 
 Before the first step (the starting model's numbers) and after every ``every_steps`` optimizer steps (and the last),
 every held-out task is played ``samples_per_task`` times with the current weights (greedy by default) and each episode
-is verified by its environment. Logged rows (``metrics.jsonl``, TensorBoard, the progress hook):
+is verified by its environment. Logged rows (``metrics.jsonl``, TensorBoard, Progress events):
 
     heldout/reward, heldout/accuracy            mean verify score and pass rate over all episodes
     heldout/<env>/reward, heldout/<env>/accuracy the same per environment
@@ -17,11 +17,11 @@ from typing import Any
 
 from transformers import Trainer, TrainerCallback
 
-from posttrain.rejection.tasks import TaskRow
 from posttrain.rl.rewards import env_label, format_problems
 from posttrain.rl.rollout_func import episode_seed, play_rows
 from posttrain.rollout.agent_loop import AgentLoopConfig
 from posttrain.rollout.sampling import SamplingParams
+from posttrain.tasks import TaskRow
 
 
 def evaluate_rows(pool: Any, rows: Sequence[TaskRow], sampling: Sequence[SamplingParams], agent: AgentLoopConfig,

@@ -1,24 +1,19 @@
-"""What the track reports while it runs: ``metrics.jsonl`` written row by row, and a progress hook for the caller.
+"""``metrics.jsonl``, written row by row while the track trains, so a killed run keeps its numbers and a person can
+``tail -f`` it. A resumed run starts the file again from the log history its checkpoint restored (rows logged after
+that checkpoint would be logged twice otherwise).
 
-``metrics.jsonl`` holds every logged row (training metrics each ``logging_steps``, held-out evaluations) as it is
-logged, so a killed run keeps its numbers and a person can ``tail -f`` it. A resumed run starts the file again from
-the log history its checkpoint restored (rows logged after that checkpoint would be logged twice otherwise).
-
-The progress hook (``run_logic_track(config, progress=fn)``) gets one dict per logged row: the row's metrics plus
-``step`` and ``max_steps``; the parallel runner shows them per track.
+The same rows reach a caller's :class:`posttrain.report.Progress` as ``log`` events (see
+``posttrain.training.callbacks``); the parallel runner shows them per track.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
-
-ProgressFn = Callable[[dict[str, Any]], None]
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
@@ -29,8 +24,8 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
 class MetricsLog(TrainerCallback):
     """Must come before any callback that logs in ``on_train_begin`` (it resets the file there)."""
 
-    def __init__(self, path: Path, progress: ProgressFn | None = None) -> None:
-        self.path, self.progress = Path(path), progress
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -43,5 +38,3 @@ class MetricsLog(TrainerCallback):
         row = _clean({**logs, "step": state.global_step})
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
-        if self.progress is not None:
-            self.progress({**row, "max_steps": state.max_steps})

@@ -19,9 +19,9 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from posttrain.rejection.tasks import TaskRow
 from posttrain.rollout.agent_loop import AgentLoopConfig, Episode, run_episodes
 from posttrain.rollout.sampling import SamplingParams
+from posttrain.tasks import TaskRow
 
 
 def episode_seed(seed: int, step: int, position: int) -> int:

@@ -20,15 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import Field
 
 from posttrain.config import Schema
 from posttrain.environment import Environment, Message, Task, Trajectory, make_env
 from posttrain.errors import UserError
-from posttrain.rollout.engines import Sample
 from posttrain.rollout.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from posttrain.rollout.engines import Sample
 
 _SENTINEL = "\x00posttrain-assistant-content\x00"
 
@@ -262,14 +264,3 @@ def _finish(run: _Running, reason: str, renderer: _Renderer) -> None:
     if ep.exact and renderer.decode(ep.token_ids) != run.rendered:
         ep.exact = False
     run.env.close()
-
-
-def as_trl_rollout(episodes: Sequence[Episode]) -> dict[str, list[Any]]:
-    """The fields TRL's ``GRPOTrainer(rollout_func=...)`` expects: prompt/completion ids, completion log-probs and
-    ``env_mask`` (1 for model tokens), one entry per episode."""
-    return {
-        "prompt_ids": [ep.token_ids[:ep.prompt_len] for ep in episodes],
-        "completion_ids": [ep.token_ids[ep.prompt_len:] for ep in episodes],
-        "logprobs": [ep.logprobs[ep.prompt_len:] for ep in episodes],
-        "env_mask": [ep.mask[ep.prompt_len:] for ep in episodes],
-    }

@@ -21,15 +21,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from posttrain.errors import UserError
+from posttrain.rollout.config import EngineKind
 from posttrain.rollout.packing import PackedTensors
 from posttrain.rollout.sampling import SamplingParams
 
-EngineKind = Literal["vllm", "hf"]
 NamedTensors = Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | PackedTensors
 
 

@@ -17,27 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
-from posttrain.config import Schema
 from posttrain.errors import UserError
-from posttrain.rollout.engines import EngineKind, NamedTensors, Sample, named_items, per_prompt, weight_files
+from posttrain.rollout.config import EngineKind, RolloutConfig, WorkerResources
+from posttrain.rollout.engines import NamedTensors, Sample, named_items, per_prompt, weight_files
 from posttrain.rollout.packing import PackedTensors, pack_tensors
 from posttrain.rollout.sampling import SamplingParams
-from posttrain.rollout.workers import RolloutWorker, WorkerResources, start_ray, worker_options
+from posttrain.rollout.workers import RolloutWorker, start_ray, worker_options
 
 MAX_QUEUED_PER_WORKER = 2
-
-
-class RolloutConfig(Schema):
-    """The ``rollout`` section of a stage config."""
-
-    engine: EngineKind = "vllm"
-    num_workers: int = Field(1, ge=1)
-    resources: WorkerResources = Field(default_factory=WorkerResources)
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to VLLMEngine / HFEngine")
-    chunk_size: int | None = Field(None, ge=1, description="prompts per worker call; default: an equal share")
-    max_chunk_failures: int = Field(3, ge=1, description="worker deaths one chunk may see before the batch fails")
 
 
 class RolloutError(RuntimeError):

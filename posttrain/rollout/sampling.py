@@ -114,6 +114,27 @@ class SamplingConfig(SamplingOverrides):
                             f"buckets in the data: {', '.join(sorted(known)) or '(none)'}")
 
 
+    def per_bucket(self, buckets: set[str] | list[str], source: str = "sampling",
+                   n: int | None = None) -> dict[str, SamplingParams]:
+        """Concrete params for every bucket of the data (``n``: the samples per prompt the stage takes). Overrides for
+        buckets the data lacks, a ``seed`` (stages derive per-prompt seeds themselves) and settings that do not fit
+        together (greedy with n > 1) are UserErrors naming ``source``."""
+        from pydantic import ValidationError
+
+        self.check_buckets(buckets, source=source)
+        if self.seed is not None or any(b.seed is not None for b in self.buckets.values()):
+            raise UserError(f"{source}.seed: per-prompt sampling seeds derive from the top-level `seed` key; remove "
+                            f"{source}.seed")
+        params = {}
+        for bucket in sorted(set(buckets)):
+            try:
+                params[bucket] = self.resolve(bucket) if n is None else self.resolve(bucket).with_updates(n=n)
+            except ValidationError as e:
+                reason = e.errors()[0]["msg"].removeprefix("Value error, ")
+                raise UserError(f"{source} (bucket {bucket}): {reason}") from None
+        return params
+
+
 def sampling_config(data: dict[str, Any] | None, source: str = "sampling") -> SamplingConfig:
     """Validate a plain ``sampling`` mapping (e.g. read from YAML), raising UserError naming ``source``."""
     from posttrain.config import validate

@@ -12,17 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from posttrain.config import Schema
-from posttrain.rollout.engines import EngineKind, NamedTensors, Sample, make_engine
+from posttrain.rollout.config import EngineKind, WorkerResources
+from posttrain.rollout.engines import NamedTensors, Sample, make_engine
 from posttrain.rollout.sampling import SamplingParams
-
-
-class WorkerResources(Schema):
-    """What Ray reserves for each worker for its whole life. Fractions are fine (e.g. two workers on 2 cores with
-    ``num_cpus: 1``); on GPUs give ``num_gpus`` equal to the engine's ``tensor_parallel_size``."""
-
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
 
 
 def start_ray(num_cpus: int | None = None, temp_dir: str | Path | None = None) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,29 +38,28 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from posttrain.calibration.answers import GradedAnswer, sample_and_grade, write_answers
+from posttrain.calibration.confidence import Reader, Scores
 from posttrain.calibration.elicit import (
     ElicitConfig,
-    YesNoTokens,
-    p_yes_logits,
-    sequence_likelihood,
-    sigmoid,
-    verbalized_confidences,
     yes_no_tokens,
 )
 from posttrain.calibration.tuning import TuningSettings
 from posttrain.config import Schema
 from posttrain.errors import UserError
-from posttrain.rejection.tasks import TaskRow, TasksConfig, row_seed
+from posttrain.manifest import finished_run, model_sha256, start_fresh
+from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.report import Progress, as_progress
 from posttrain.rl.config import RLTrain
 from posttrain.rollout.agent_loop import AgentLoopConfig
-from posttrain.rollout.pool import RolloutConfig
+from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig
-from posttrain.stages.sample import VerifyConfig
-from posttrain.stages.training import LoraSettings
+from posttrain.stages.contract import Stage, StageResult, Wiring, gain, manifest_metrics, output_folder
+from posttrain.tasks import TaskRow, TasksConfig, Verifiers, VerifySettings, row_seed
+from posttrain.training.model import load_model
+from posttrain.training.settings import LoraSettings
 
-STAGE = "calibrate"
+NAME = "calibrate"
 Method = Literal["tuning", "rlcr", "temperature"]
-Log = Callable[[str], None]
 
 
 class AnswerSampling(Schema):
@@ -109,7 +107,7 @@ class CalibrateConfig(Schema):
                                "instead of Ray workers: less memory and start-up for small CPU runs")
     agent: AgentLoopConfig = Field(default_factory=lambda: AgentLoopConfig(max_turns=1))
     envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
-    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
     tuning: TuningSettings = Field(default_factory=TuningSettings)
     lora: LoraSettings = Field(default_factory=lambda: LoraSettings(r=8, alpha=16.0, dropout=0.0))
     rlcr: RLCRSettings = Field(default_factory=RLCRSettings)
@@ -130,18 +128,33 @@ class CalibrateConfig(Schema):
         return self
 
 
-def run_calibrate(cfg: CalibrateConfig, *, generator: Any = None, log: Log | None = None,
-                  source: str = "config") -> dict[str, Any]:
-    """Run the stage; returns the manifest (``status`` is ``calibrated`` or ``guard_failed``). ``generator``: running
-    rollout workers or an engine holding ``cfg.model``'s weights (they end up holding the output model's); by default
-    a pool is started from ``cfg.rollout`` and shut down at the end."""
-    from posttrain.manifest import read_manifest
-    from posttrain.models.loading import load_tokenizer, resolve_model
-    from posttrain.stages.training import already_done, load_model, model_fingerprint, start_fresh
+@dataclass
+class Calibration:
+    """One run of the stage, as its steps share it: the inputs read once, the running workers, the model confidences
+    are read from, the split, and the input model's graded answers on the eval split with their confidences."""
 
-    say = log or (lambda _msg: None)
+    cfg: CalibrateConfig
+    out: Path
+    model_dir: Path
+    inputs: dict[str, str]
+    report: Progress
+    workers: Workers
+    reader: Reader
+    fit_rows: list[TaskRow]
+    eval_rows: list[TaskRow]
+    before: list[GradedAnswer]
+    before_scores: Scores
+    started: float
+
+
+def run_calibrate(cfg: CalibrateConfig, source: str = "config", progress: Progress | None = None, *,
+                  generator: Any = None) -> StageResult:
+    """Run the stage; the manifest's ``status`` is ``calibrated`` or ``guard_failed`` (then the result is not ok:
+    the output folder holds the input model and the command exits 1). ``generator``: running rollout workers or an
+    engine holding ``cfg.model``'s weights (they end up holding the output model's); by default a pool is started
+    from ``cfg.rollout`` and shut down at the end."""
+    report = as_progress(progress, NAME)
     out = Path(cfg.output_dir)
-    config = cfg.model_dump(mode="json")
     started = time.perf_counter()
 
     # 1. Inputs, and the split: eval rows never reach training or fitting.
@@ -149,53 +162,58 @@ def run_calibrate(cfg: CalibrateConfig, *, generator: Any = None, log: Log | Non
     if out.resolve() == model_dir.resolve():
         raise UserError(f"{source}: output_dir: {out} is the input model's folder; write the result elsewhere")
     rows, inputs = load_rows(cfg, out)
-    inputs[f"model:{model_dir}"] = model_fingerprint(model_dir)
-    if already_done(out, STAGE, config, inputs):
-        say(f"calibrate: {out} already holds this run (same config and inputs); nothing to do")
-        return read_manifest(out)
+    inputs[f"model:{model_dir}"] = model_sha256(model_dir)
+    if finished_run(out, NAME, cfg.model_dump(mode="json"), inputs):
+        report.say(f"{out} already holds this run (same config and inputs); nothing to do")
+        return _result(out)
     start_fresh(out)
     eval_rows, fit_rows = split_rows(rows, cfg.eval_fraction, cfg.seed)
-    say(f"{len(rows)} task rows: {len(eval_rows)} held out for the report, {len(fit_rows)} for {cfg.method}")
+    report.say(f"{len(rows)} task rows: {len(eval_rows)} held out for the report, {len(fit_rows)} for {cfg.method}")
 
     # 2. Workers: answers come from the generator, grades from the verifiers, confidences from the model read here.
     tokenizer = load_tokenizer(model_dir)
     tokens = yes_no_tokens(tokenizer, cfg.elicitation.yes_words, cfg.elicitation.no_words, key="elicitation")
-    with Workers(cfg, model_dir, generator, {r.env for r in rows}, say) as workers:
+    with Workers(cfg, model_dir, generator, {r.env for r in rows}, report) as workers:
         reader = Reader(*load_model(model_dir), tokenizer=tokenizer, tokens=tokens)
 
         # 3. Before: the input model's answers on the eval split, graded, with their confidences.
         before = workers.answers(eval_rows, cfg.sampling.eval, "eval split, before")
-        before_scores = reader.scores(before, cfg.elicitation)
+        run = Calibration(cfg, out, model_dir, inputs, report, workers, reader, fit_rows, eval_rows, before,
+                          reader.scores(before, cfg.elicitation), started)
 
         # 4. The method, then 5. the same eval split with its result.
         method = {"temperature": by_temperature, "tuning": by_tuning, "rlcr": by_rlcr}[cfg.method]
-        result = method(cfg, out, workers, fit_rows, eval_rows, before, before_scores, reader, say)
+        outcome = method(run)
 
     # 6. Report, guard, output model, manifest.
-    return finish(cfg, out, model_dir, inputs, config, before, before_scores, result, tokens,
-                  time.perf_counter() - started, say)
+    finish(run, outcome)
+    return _result(out)
+
+
+def _result(out: Path) -> StageResult:
+    done = StageResult.read(out, model_dir=out)
+    if done.manifest.get("status") == "guard_failed":
+        return StageResult(done.output_dir, done.manifest, done.model_dir, ok=False,
+                           message="the accuracy guard failed; the output folder holds the input model")
+    return done
 
 
 # --------------------------------------------------------------------------------------------------------- workers
 class Workers:
     """The rollout generator and one verifier pool per environment, started together and always shut down."""
 
-    def __init__(self, cfg: CalibrateConfig, model_dir: Path, generator: Any, envs: set[str], say: Log) -> None:
-        self.cfg, self.model_dir, self.envs, self.say = cfg, model_dir, sorted(envs), say
+    def __init__(self, cfg: CalibrateConfig, model_dir: Path, generator: Any, envs: set[str],
+                 report: Progress) -> None:
+        self.cfg, self.model_dir, self.envs, self.say = cfg, model_dir, sorted(envs), report.say
         self.generator, self.own_generator = generator, generator is None
-        self.verifiers: dict[str, Any] = {}
+        self.verifiers = Verifiers()
 
     def __enter__(self) -> Workers:
         from posttrain.rollout.engines import make_engine
         from posttrain.rollout.pool import RolloutPool
-        from posttrain.verify_pool import VerifyPool
 
         try:
-            for env in self.envs:
-                self.verifiers[env] = VerifyPool(env, workers=self.cfg.verify.workers,
-                                                 max_in_flight=self.cfg.verify.max_in_flight,
-                                                 timeout_s=self.cfg.verify.timeout_s,
-                                                 env_kwargs=self.cfg.envs.get(env))
+            self.verifiers = Verifiers.start(self.cfg.verify, self.envs, self.cfg.envs)
             if self.generator is None and self.cfg.local_engine:
                 self.generator = make_engine(self.cfg.rollout.engine, self.model_dir, **self.cfg.rollout.engine_kwargs)
             elif self.generator is None:
@@ -206,8 +224,7 @@ class Workers:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for verifier in self.verifiers.values():
-            verifier.close()
+        self.verifiers.close()
         if self.own_generator and self.generator is not None:
             close = getattr(self.generator, "shutdown", None) or self.generator.close  # a pool, or an engine
             close()
@@ -233,7 +250,7 @@ def load_rows(cfg: CalibrateConfig, out: Path) -> tuple[list[TaskRow], dict[str,
     """The task rows and the input hashes to record: from the recipe/dataset, or from the environment's generator
     (each task's environment is the one named in ``generate.env``, which verifies it)."""
     from posttrain.environment import make_env
-    from posttrain.rejection.tasks import load_tasks
+    from posttrain.tasks import load_tasks
 
     if cfg.tasks is not None:
         return load_tasks(cfg.tasks, out / "tasks", key="tasks")
@@ -267,19 +284,6 @@ def split_rows(rows: list[TaskRow], eval_fraction: float, seed: int) -> tuple[li
 
 # ----------------------------------------------------------------------------------------------------------- methods
 @dataclass
-class Reader:
-    """The model in this process that confidences are read from (p_yes), and what it needs."""
-
-    model: Any
-    stored_dtype: Any  # the dtype the model folder stores its weights in (a tuned model is saved in it too)
-    tokenizer: Any
-    tokens: YesNoTokens
-
-    def scores(self, answers: list[GradedAnswer], cfg: ElicitConfig) -> Scores:
-        return elicit(answers, cfg, self.model, self.tokenizer, self.tokens)
-
-
-@dataclass
 class MethodResult:
     after: list[GradedAnswer]  # the eval split answered by the result (the same answers when the model is unchanged)
     after_scores: Scores
@@ -289,42 +293,43 @@ class MethodResult:
     adapter: Path | None = None  # a LoRA applied only when reading confidences (the answering weights unchanged)
 
 
-def by_temperature(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[TaskRow],
-                   eval_rows: list[TaskRow], before: list[GradedAnswer], before_scores: Scores, reader: Reader,
-                   say: Log) -> MethodResult:
+def by_temperature(run: Calibration) -> MethodResult:
     """One temperature, fitted on the fit split's answers (drawn as on the eval split); the weights stay."""
     from posttrain.calibration.temperature import apply_temperature, fit_temperature
 
-    fit_answers = workers.answers(fit_rows, cfg.sampling.eval, "fit split")
-    fit_scores = reader.scores(fit_answers, cfg.elicitation)
-    write_answers(out / "report" / "answers_fit.jsonl", fit_answers, {"confidence": fit_scores.confidences})
+    cfg, before_scores = run.cfg, run.before_scores
+    fit_answers = run.workers.answers(run.fit_rows, cfg.sampling.eval, "fit split")
+    fit_scores = run.reader.scores(fit_answers, cfg.elicitation)
+    write_answers(run.out / "report" / "answers_fit.jsonl", fit_answers, {"confidence": fit_scores.confidences})
     fit = fit_temperature(fit_scores.raw, [a.passed for a in fit_answers], from_logits=fit_scores.are_logits,
                           where="fit split")
-    say(f"fitted temperature {fit.temperature:.4f} on {len(fit_answers)} answers (NLL {fit.nll_before:.4f} -> "
-        f"{fit.nll_after:.4f})")
+    run.report.say(f"fitted temperature {fit.temperature:.4f} on {len(fit_answers)} answers (NLL "
+                   f"{fit.nll_before:.4f} -> {fit.nll_after:.4f})")
     scaled = apply_temperature(before_scores.raw, fit.temperature, from_logits=before_scores.are_logits)
     after_scores = Scores(scaled, before_scores.raw, before_scores.are_logits, before_scores.stats)
-    return MethodResult(before, after_scores, None, fit.temperature,
+    return MethodResult(run.before, after_scores, None, fit.temperature,
                         {"temperature_fit": fit.to_dict(), "fit_answers": len(fit_answers),
                          "elicitation_fit": fit_scores.stats})
 
 
-def by_tuning(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[TaskRow], eval_rows: list[TaskRow],
-              before: list[GradedAnswer], before_scores: Scores, reader: Reader, say: Log) -> MethodResult:
-    """Graded samples on the fit split -> a LoRA trained to predict the grade through p_yes, merged -> the eval
-    split answered and read again by the merged model."""
+def by_tuning(run: Calibration) -> MethodResult:
+    """Graded samples on the fit split -> a LoRA trained to predict the grade through p_yes; kept as a confidence
+    adapter (the answers stay the input's), or merged (then the eval split is answered and read again)."""
     from posttrain.calibration.tuning import Example, make_trainer
-    from posttrain.stages.reporting import training_metrics
-    from posttrain.stages.training import fit, load_model, save_model
+    from posttrain.training.checkpoints import fit
+    from posttrain.training.model import save_model
+    from posttrain.training.outputs import training_metrics
 
-    answers = [a for a in workers.answers(fit_rows, cfg.sampling.train, "fit split, training answers") if a.answered]
+    cfg, out, reader = run.cfg, run.out, run.reader
+    answers = [a for a in run.workers.answers(run.fit_rows, cfg.sampling.train, "fit split, training answers")
+               if a.answered]
     examples = [Example(a.messages, a.passed, a.tools or None) for a in answers]
     write_answers(out / "report" / "answers_train.jsonl", answers)
-    say(f"tuning on {len(examples)} graded answers ({sum(e.correct for e in examples)} correct)")
+    run.report.say(f"tuning on {len(examples)} graded answers ({sum(e.correct for e in examples)} correct)")
     trainer, counts = make_trainer(reader.model, reader.tokenizer, examples, reader.tokens, cfg.elicitation.query,
                                    cfg.tuning, cfg.lora, out / "work")
-    result, _ = fit(trainer, out / "work", resume=False)
-    training = {**training_metrics(result, {}, trainer.state.log_history, trainer.state.global_step), **counts}
+    trained, _ = fit(trainer, out / "work", resume=False)
+    training = {**training_metrics(trained, {}, trainer.state.log_history, trainer.state.global_step), **counts}
     details = {"training": training, "train_answers": len(answers), "output": cfg.tuning.output}
     if cfg.tuning.output == "adapter":
         # The answering weights stay the input's, so the eval answers are the "before" ones, now read with the adapter.
@@ -332,21 +337,20 @@ def by_tuning(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[
         tuned = trainer.accelerator.unwrap_model(trainer.model).eval()
         tuned.save_pretrained(adapter)
         with_adapter = Reader(tuned, reader.stored_dtype, reader.tokenizer, reader.tokens)
-        after_scores = with_adapter.scores(before, cfg.elicitation)
-        return MethodResult(before, after_scores, None, 1.0, details, adapter=adapter)
+        return MethodResult(run.before, with_adapter.scores(run.before, cfg.elicitation), None, 1.0, details,
+                            adapter=adapter)
     candidate = out / "candidate"
     save_model(trainer, candidate, reader.tokenizer, cfg.lora.model_copy(update={"merge": True}), reader.stored_dtype)
     del trainer
 
-    workers.load_weights(candidate)
+    run.workers.load_weights(candidate)
     tuned, _ = load_model(candidate)  # the saved artifact (in its stored dtype) is what gets judged
-    after = workers.answers(eval_rows, cfg.sampling.eval, "eval split, after")
+    after = run.workers.answers(run.eval_rows, cfg.sampling.eval, "eval split, after")
     after_scores = Reader(tuned, reader.stored_dtype, reader.tokenizer, reader.tokens).scores(after, cfg.elicitation)
     return MethodResult(after, after_scores, candidate, 1.0, details)
 
 
-def by_rlcr(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[TaskRow], eval_rows: list[TaskRow],
-            before: list[GradedAnswer], before_scores: Scores, reader: Reader, say: Log) -> MethodResult:
+def by_rlcr(run: Calibration) -> MethodResult:
     """The Logic track's GRPO on the fit split (prompts carrying the confidence instruction), rewarded by
     ``correct - (confidence - correct)^2`` -> the eval split answered by the trained model, confidences parsed."""
     import shutil
@@ -354,65 +358,27 @@ def by_rlcr(cfg: CalibrateConfig, out: Path, workers: Workers, fit_rows: list[Ta
     from posttrain.calibration.rlcr import rlcr_rewards, write_track_tasks
     from posttrain.stages.rl_logic import run_logic_track
 
-    recipe = write_track_tasks(out / "work" / "rlcr_tasks", fit_rows, cfg.elicitation.verbalized_instruction)
+    cfg, out, workers = run.cfg, run.out, run.workers
+    recipe = write_track_tasks(out / "work" / "rlcr_tasks", run.fit_rows, cfg.elicitation.verbalized_instruction)
     candidate = out / "candidate"
     track = {"model": str(workers.model_dir), "output_dir": str(candidate), "tasks": {"recipe": str(recipe)},
              "algorithm": "grpo", "train": cfg.rlcr.train.model_dump(), "sampling": cfg.rlcr.sampling.model_dump(),
              "agent": cfg.agent.model_dump(), "rollout": cfg.rollout.model_dump(), "envs": cfg.envs,
-             "verify": {"workers": cfg.verify.workers, "timeout_s": cfg.verify.timeout_s}, "resume": False}
-    say(f"rlcr: GRPO on {len(fit_rows)} prompts, reward = correct - (confidence - correct)^2")
-    manifest = run_logic_track(track, pool=workers.generator, source="rlcr",
-                               rewards=lambda envs, verifiers: rlcr_rewards(verifiers))
+             "verify": cfg.verify.model_dump(), "resume": False}
+    run.report.say(f"rlcr: GRPO on {len(run.fit_rows)} prompts, reward = correct - (confidence - correct)^2")
+    trained = run_logic_track(track, "rlcr", run.report.for_stage("rl-logic"), pool=workers.generator,
+                              rewards=lambda envs, verifiers: rlcr_rewards(verifiers))
     (out / "report").mkdir(parents=True, exist_ok=True)
     shutil.copy2(candidate / "metrics.jsonl", out / "report" / "rlcr_metrics.jsonl")
 
     workers.load_weights(candidate)
-    after = workers.answers(eval_rows, cfg.sampling.eval, "eval split, after")
-    after_scores = reader.scores(after, cfg.elicitation)  # verbalized: read from the answers, not the model
-    return MethodResult(after, after_scores, candidate, 1.0, {"training": manifest["metrics"]})
-
-
-# -------------------------------------------------------------------------------------------------------- elicitation
-@dataclass
-class Scores:
-    """Confidences in [0, 1] for a list of answers, the raw scores temperature scaling works on (p_yes logits, or
-    the confidences themselves) and counts worth reporting (e.g. unparseable verbalized confidences)."""
-
-    confidences: np.ndarray
-    raw: np.ndarray
-    are_logits: bool
-    stats: dict[str, Any]
-
-
-def elicit(answers: list[GradedAnswer], cfg: ElicitConfig, model: Any, tokenizer: Any, tokens: YesNoTokens) -> Scores:
-    """The configured elicitation on every answer. Answers the model never gave (an environment failed at reset)
-    have nothing to be confident about: they get confidence 0 and are counted."""
-    n = len(answers)
-    given = [i for i, a in enumerate(answers) if a.answered]
-    stats: dict[str, Any] = {"answers": n, "no_answer": n - len(given)}
-    raw = np.zeros(n) if cfg.method != "p_yes" else np.full(n, -30.0)
-    if cfg.method == "p_yes":
-        raw[given] = p_yes_logits(model, tokenizer, [answers[i].messages for i in given], config=cfg,
-                                  tools=[answers[i].tools or None for i in given], tokens=tokens)
-        return Scores(sigmoid(raw), raw, True, stats)
-    if cfg.method == "verbalized":
-        conf, parsed = verbalized_confidences([answers[i].answer_text for i in given], cfg.verbalized_fallback)
-        raw[given] = conf
-        stats.update(parsed=int(parsed.sum()), unparseable=int((~parsed).sum()), fallback=cfg.verbalized_fallback)
-        return Scores(raw.copy(), raw, False, stats)
-    missing = 0
-    for i in given:
-        value = sequence_likelihood(answers[i].logprobs)
-        missing += value is None
-        raw[i] = 0.0 if value is None else value
-    stats.update(no_logprobs=missing)
-    return Scores(raw.copy(), raw, False, stats)
+    after = workers.answers(run.eval_rows, cfg.sampling.eval, "eval split, after")
+    after_scores = run.reader.scores(after, cfg.elicitation)  # verbalized: read from the answers, not the model
+    return MethodResult(after, after_scores, candidate, 1.0, {"training": trained.metrics})
 
 
 # ------------------------------------------------------------------------------------------------------------ finish
-def finish(cfg: CalibrateConfig, out: Path, model_dir: Path, inputs: dict[str, str], config: dict[str, Any],
-           before: list[GradedAnswer], before_scores: Scores, result: MethodResult, tokens: YesNoTokens,
-           seconds: float, say: Log) -> dict[str, Any]:
+def finish(run: Calibration, result: MethodResult) -> None:
     """Report + guard; the output model (candidate or input) with its calibration settings; the manifest."""
     import shutil
 
@@ -421,14 +387,15 @@ def finish(cfg: CalibrateConfig, out: Path, model_dir: Path, inputs: dict[str, s
         accuracy_guard,
         clear_model_files,
         model_hashes,
-        place_model,
         save_calibration_settings,
         write_report,
     )
     from posttrain.calibration.report import calibration_report, comparison_table
-    from posttrain.manifest import read_manifest, write_manifest
-    from posttrain.stages.reporting import print_summary
+    from posttrain.manifest import write_manifest
+    from posttrain.models.folders import place_model
+    from posttrain.report.tables import print_finished
 
+    cfg, out, before, before_scores = run.cfg, run.out, run.before, run.before_scores
     after, after_scores = result.after, result.after_scores
     y_before = np.array([a.passed for a in before], dtype=np.float64)
     y_after = np.array([a.passed for a in after], dtype=np.float64)
@@ -455,7 +422,7 @@ def finish(cfg: CalibrateConfig, out: Path, model_dir: Path, inputs: dict[str, s
         weights = place_model(result.candidate, out, move=True)
         output_model = "calibrated model"
     else:
-        weights = place_model(model_dir, out, move=False)
+        weights = place_model(run.model_dir, out, move=False)
         if not guard.passed:
             output_model = "INPUT model kept: the accuracy guard failed and the calibrated candidate was discarded"
         elif result.adapter is not None:
@@ -471,25 +438,50 @@ def finish(cfg: CalibrateConfig, out: Path, model_dir: Path, inputs: dict[str, s
         shutil.rmtree(out / "work")
     save_calibration_settings(out, {
         "calibrated": guard.passed, "method": cfg.method, "elicitation": cfg.elicitation.model_dump(mode="json"),
-        "tokens": tokens.to_dict(), "temperature": result.temperature if guard.passed else 1.0,
+        "tokens": run.reader.tokens.to_dict(), "temperature": result.temperature if guard.passed else 1.0,
         "scores_are_logits": before_scores.are_logits, "confidence_adapter": adapter})
 
     status = "calibrated" if guard.passed else "guard_failed"
     metrics = {"status": status, "output_model": output_model, "weights": weights, "guard": guard.to_dict(),
-               "before": report_before.to_dict(), "after": report_after.to_dict(), "seconds": round(seconds, 1),
+               "before": report_before.to_dict(), "after": report_after.to_dict(),
+               "seconds": round(time.perf_counter() - run.started, 1),
                **{k: v for k, v in details.items() if k not in ("method", "elicitation")}}
     outputs = {**model_hashes(out), **{f"report/{k}": v for k, v in report_files.items()}}
     if adapter:
         outputs.update({f"{adapter}/{k}": v for k, v in model_hashes(out / adapter).items()})
-    manifest = {"stage": STAGE, "status": status, "output_model": output_model, "config": config, "inputs": inputs,
-                "outputs": outputs,
-                "metrics": metrics}
-    write_manifest(out, manifest)
+    write_manifest(out, {"stage": NAME, "status": status, "output_model": output_model,
+                         "config": cfg.model_dump(mode="json"), "inputs": run.inputs, "outputs": outputs,
+                         "metrics": metrics})
 
-    say(comparison_table(report_before, report_after))
-    say(guard.describe())
-    print_summary("calibrate", out, {"status": status, "output model": output_model, "weights": weights,
+    run.report.say(comparison_table(report_before, report_after))
+    run.report.say(guard.describe())
+    print_finished(NAME, out, {"status": status, "output model": output_model, "weights": weights,
                                      "ECE before": report_before.ece, "ECE after": report_after.ece,
                                      "accuracy before": report_before.accuracy,
                                      "accuracy after": report_after.accuracy, "report": str(out / "report")})
-    return read_manifest(out)  # as written (with versions), the same a no-op re-run returns
+
+
+# ----------------------------------------------------------------------------------------------- in the pipeline
+def wire_calibrate(section: dict[str, Any], w: Wiring) -> None:
+    """The policy, and the data stage's ``calibration`` tasks (else its ``tasks``) unless the section generates
+    its tasks from an environment."""
+    section.setdefault("model", w.policy)
+    if "generate" not in section:
+        dataset = "calibration" if "data.calibration" in w.products else "tasks"
+        section["tasks"] = w.tasks(section.get("tasks"), dataset, "tasks")
+
+
+def calibrate_summary(cfg: CalibrateConfig) -> dict[str, Any]:
+    m = manifest_metrics(cfg.output_dir)
+    before, after = m["before"], m["after"]
+    return {"gains": [gain("ECE (held-out)", before["ece"], after["ece"]),
+                      gain("accuracy (held-out)", before["accuracy"], after["accuracy"]),
+                      gain("Brier (held-out)", before["brier"], after["brier"])],
+            "details": {"status": m["status"], "method": cfg.method}}
+
+
+STAGE = Stage(NAME, CalibrateConfig, run_calibrate,
+              "Calibrate the model's confidence (method: tuning | rlcr | temperature) and report ECE before/after on "
+              "held-out tasks. Exits 1 when the accuracy guard fails (the output folder then holds the input model).",
+              model_dir=output_folder, policy=True, eval_name="final", wire=wire_calibrate,
+              summary=calibrate_summary)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,14 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from posttrain.config import Schema
 from posttrain.errors import UserError
-from posttrain.manifest import (
-    MANIFEST,
-    TRACKED_PACKAGES,
-    folder_sha256,
-    library_versions,
-    read_manifest,
-    write_manifest,
-)
+from posttrain.manifest import TRACKED_PACKAGES, finished_run, library_versions, model_sha256, write_manifest
 from posttrain.merging.distances import l2_distances
 from posttrain.merging.inputs import (
     TOKENIZER_FILES,
@@ -52,8 +44,10 @@ from posttrain.merging.inputs import (
 from posttrain.merging.lora import check_adapter, merge_adapter
 from posttrain.merging.methods import COMPUTE_DTYPE, mergekit_config, method_parameters, run_mergekit
 from posttrain.models.loading import resolve_model
+from posttrain.report import Progress, as_progress
+from posttrain.stages.contract import Stage, StageResult, Wiring, output_folder
 
-STAGE = "merge"
+NAME = "merge"
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_DENSITY = 0.2  # TIES paper: keep the top 20% of each task vector
 
@@ -121,14 +115,15 @@ class MergeConfig(Schema):
         return scale
 
 
-def run(cfg: MergeConfig, log: Callable[[str], None] | None = None) -> Path:
-    """Merge ``cfg.models`` onto ``cfg.base`` into ``cfg.output_dir``; returns the output folder."""
-    say = log or (lambda _message: None)
+def run_merge(cfg: MergeConfig, source: str = "config", progress: Progress | None = None) -> StageResult:
+    """Merge ``cfg.models`` onto ``cfg.base`` into ``cfg.output_dir``."""
+    report = as_progress(progress, NAME)
+    say = report.say
     started = time.monotonic()
     out = Path(cfg.output_dir).expanduser()
 
     # 1. Inputs must all fit the base.
-    base = resolve_model(cfg.base, key="base")
+    base = resolve_model(cfg.base, key=f"{source}: base")
     if not has_tokenizer(base):
         raise UserError(f"base: {base} has no tokenizer; the merged model takes the base's tokenizer and chat template")
     base_shapes = model_shapes(base, "base")
@@ -138,10 +133,10 @@ def run(cfg: MergeConfig, log: Callable[[str], None] | None = None) -> Path:
     check_distinct(base, items, out)
 
     # 2. Nothing to do when the output already is this merge.
-    hashes = {str(p.resolve()): folder_sha256(p) for p in (base, *(item.path for item in items))}
-    if already_merged(out, cfg, hashes):
+    hashes = {str(p.resolve()): model_sha256(p) for p in (base, *(item.path for item in items))}
+    if finished_run(out, NAME, cfg.model_dump(mode="json"), hashes, ignore=("overwrite",)):
         say(f"{out} already holds this merge (same config and input hashes); nothing to do")
-        return out
+        return StageResult.read(out, model_dir=out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
         raise UserError(f"output_dir: {out} exists and holds something else; choose another folder or set "
                         "overwrite=true")
@@ -165,7 +160,7 @@ def run(cfg: MergeConfig, log: Callable[[str], None] | None = None) -> Path:
         engine_config = mergekit_config(cfg.method, base, full, weights, cfg.density, cfg.scale, out_dtype)
         say(f"merging {len(items)} model(s) with {cfg.method} (mergekit, {COMPUTE_DTYPE} arithmetic, "
             f"{out_dtype} output)")
-        run_mergekit(engine_config, staging, show_progress=log is not None)
+        run_mergekit(engine_config, staging, show_progress=not report.forwarding)
 
         # 5. Tokenizer from the base, distances, manifest, then into place.
         for name in (*TOKENIZER_FILES, "generation_config.json"):
@@ -179,7 +174,7 @@ def run(cfg: MergeConfig, log: Callable[[str], None] | None = None) -> Path:
         shutil.rmtree(scratch, ignore_errors=True)
     say(f"merged model written to {out} in {time.monotonic() - started:.1f}s; L2 distance of the merge from each "
         "input: " + ", ".join(f"{k} {v:.4g}" for k, v in distances["l2_merged_to_input"].items()))
-    return out
+    return StageResult.read(out, model_dir=out)
 
 
 def check_input(base: Path, base_shapes: dict[str, tuple[int, ...]], item: MergeInput) -> None:
@@ -203,18 +198,6 @@ def check_distinct(base: Path, items: list[MergeInput], out: Path) -> None:
     for where, key in seen.items():
         if target == where or where.is_relative_to(target) or target.is_relative_to(where):
             raise UserError(f"output_dir: {out} overlaps {key} ({where}); write the merge somewhere else")
-
-
-def already_merged(out: Path, cfg: MergeConfig, hashes: dict[str, str]) -> bool:
-    if not (out / MANIFEST).is_file():
-        return False
-    try:
-        manifest = read_manifest(out)
-    except UserError:
-        return False  # a broken manifest: redo the merge (guarded by `overwrite`)
-    config = cfg.model_dump(mode="json", exclude={"overwrite"})
-    previous = {k: v for k, v in (manifest.get("config") or {}).items() if k != "overwrite"}
-    return manifest.get("stage") == STAGE and previous == config and manifest.get("inputs") == hashes
 
 
 def base_dtype(base: Path) -> str:
@@ -246,7 +229,7 @@ def build_manifest(cfg: MergeConfig, base: Path, items: list[MergeInput], hashes
                                                                  item.key).get("base_model_name_or_path")
         models.append(entry)
     return {
-        "stage": STAGE,
+        "stage": NAME,
         "config": cfg.model_dump(mode="json"),
         "inputs": hashes,
         "base": {"path": cfg.base, "resolved": str(base), "sha256": hashes[str(base.resolve())],
@@ -278,3 +261,44 @@ def replace_folder(staging: Path, out: Path) -> None:
     out.rename(old / out.name)
     staging.rename(out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------- in the pipeline
+def wire_merge(section: dict[str, Any], w: Wiring) -> None:
+    """The RL tracks' models onto the policy they started from."""
+    if "models" not in section:
+        tracks = w.shared.get("rl_tracks") or []
+        if not tracks:
+            raise UserError(f"{w.source}: merge: models: not set and the rl stage is not enabled, so there are no "
+                            "track models to merge; disable merge (enabled: false) or set merge.models")
+        section["models"] = [{"path": w.products[f"rl.{t}"]} for t in tracks]
+    section.setdefault("base", w.policy)
+
+
+def merge_skipped(w: Wiring) -> None:
+    """A disabled merge passes its first input through: the first track's model (the policy without RL)."""
+    tracks = w.shared.get("rl_tracks") or []
+    first = w.products[f"rl.{tracks[0]}"] if tracks else w.policy
+    w.products[NAME] = first
+    w.policy = first
+
+
+def merge_summary(cfg: MergeConfig) -> dict[str, Any]:
+    from posttrain.manifest import read_manifest
+
+    m = read_manifest(cfg.output_dir)
+    distances = m.get("metrics", {}).get("l2_merged_to_input", {})
+    return {"gains": [], "details": {"method": m.get("method"),
+                                     **{f"L2 to {_short(k)}": v for k, v in distances.items()}}}
+
+
+def _short(path: str) -> str:
+    """A model folder's name for a table: its own name, or its parent's when it is called ``model``."""
+    p = Path(path)
+    return p.parent.name if p.name == "model" and p.parent.name else p.name
+
+
+STAGE = Stage(NAME, MergeConfig, run_merge,
+              "Merge models fine-tuned from one base with linear, task_arithmetic or ties (see docs/merge.md).",
+              model_dir=output_folder, policy=True, eval_name="merged", wire=wire_merge, pass_through=merge_skipped,
+              summary=merge_summary)

@@ -18,26 +18,19 @@ from pydantic import Field, PositiveFloat
 
 from posttrain.config import Schema
 from posttrain.errors import UserError
+from posttrain.manifest import finished_run, start_fresh
 from posttrain.models.loading import load_tokenizer, resolve_model
-from posttrain.stages.reporting import print_summary, say, training_metrics
-from posttrain.stages.training import (
-    LoraSettings,
-    TrainSettings,
-    already_done,
-    built_dataset,
-    callbacks,
-    fit,
-    load_model,
-    peft_config,
-    save_model,
-    sft_arguments,
-    split_eval,
-    stage_inputs,
-    start_fresh,
-    write_outputs,
-)
+from posttrain.report import Progress, as_progress
+from posttrain.report.tables import print_finished
+from posttrain.stages.contract import Stage, StageResult, output_folder, trainer_inputs, training_summary
+from posttrain.training.arguments import sft_arguments
+from posttrain.training.checkpoints import fit
+from posttrain.training.data import built_dataset, split_eval, training_inputs
+from posttrain.training.model import load_model, peft_config, save_model
+from posttrain.training.outputs import training_metrics, write_outputs
+from posttrain.training.settings import LoraSettings, TrainSettings
 
-STAGE = "midtrain"
+NAME = "midtrain"
 DOC_SEPARATORS = ("<|endoftext|>",)
 
 
@@ -58,20 +51,23 @@ class MidtrainStageConfig(Schema):
     resume: bool = Field(True, description="Resume from the newest checkpoint in output_dir/checkpoints.")
 
 
-def run_midtrain(cfg: MidtrainStageConfig, source: str = "config") -> Path:
-    """Run mid-training as configured; ``source`` (the config file) prefixes error messages. -> the output folder."""
+def run_midtrain(cfg: MidtrainStageConfig, source: str = "config", progress: Progress | None = None) -> StageResult:
+    """Run mid-training as configured; ``source`` (the config file) prefixes error messages."""
     from trl import SFTTrainer
 
+    from posttrain.training.callbacks import training_callbacks
+
+    report = as_progress(progress, NAME)
     out = cfg.output_dir
     config = cfg.model_dump(mode="json")
 
     # 1. Inputs: the model and the built text dataset. Same config + inputs as a finished run: nothing to do.
     model_dir = resolve_model(cfg.model, key=f"{source}: model")
     dataset, _ = built_dataset(cfg.data, "text", source)
-    inputs = stage_inputs(cfg.data, model_dir)
-    if already_done(out, STAGE, config, inputs):
-        say(f"midtrain: {out} is already trained with this config and these inputs; nothing to do")
-        return out
+    inputs = training_inputs(cfg.data, model_dir)
+    if finished_run(out, NAME, config, inputs):
+        report.say(f"{out} is already trained with this config and these inputs; nothing to do")
+        return StageResult.read(out, model_dir=out)
     start_fresh(out)
 
     # 2. Documents -> token ids, each ended by the document separator; report what packing will cut.
@@ -81,32 +77,32 @@ def run_midtrain(cfg: MidtrainStageConfig, source: str = "config") -> Path:
     cut = 0 if cfg.train.packing and cfg.train.packing_strategy != "bfd" else sum(
         n > cfg.train.max_length for n in lengths)
     if cut:
-        say(f"warning: {cut} of {len(lengths)} documents are longer than train.max_length={cfg.train.max_length} "
-            f"and will be truncated; packing_strategy=bfd_split keeps every token")
+        report.say(f"warning: {cut} of {len(lengths)} documents are longer than train.max_length="
+                   f"{cfg.train.max_length} and will be truncated; packing_strategy=bfd_split keeps every token")
     train_docs, eval_docs = split_eval(docs, cfg.train.eval_fraction, cfg.train.seed)
 
     # 3. Model and trainer: SFTTrainer on pre-tokenized ids trains on every token (language modelling) and packs.
     model, stored_dtype = load_model(model_dir)
-    args = sft_arguments(cfg.train, out, has_eval=eval_docs is not None)
+    args = sft_arguments(cfg.train, out, evaluate=eval_docs is not None)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_docs, eval_dataset=eval_docs,
                          processing_class=tokenizer, peft_config=peft_config(cfg.lora),
-                         callbacks=callbacks(cfg.train, out))
+                         callbacks=training_callbacks(cfg.train, out, report))
 
     # 4. Train (resuming from the newest checkpoint) and evaluate.
-    result, eval_metrics = fit(trainer, out, cfg.resume)
+    trained, eval_metrics = fit(trainer, out, cfg.resume)
 
     # 5. Outputs: the model and tokenizer, metrics.jsonl, the manifest, a summary table.
     outputs = save_model(trainer, out, tokenizer, cfg.lora, stored_dtype)
-    if trainer.is_world_process_zero():
-        metrics = training_metrics(result, eval_metrics, trainer.state.log_history, trainer.state.global_step)
-        if "eval_loss" in metrics:
-            metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
-        metrics.update(documents_train=len(train_docs), documents_eval=len(eval_docs) if eval_docs is not None else 0,
-                       documents_truncated=cut, dataset_tokens=sum(lengths))
-        write_outputs(out, STAGE, config, inputs, outputs, metrics, trainer.state.log_history,
-                      cfg.train.keep_checkpoints)
-        print_summary("midtrain", out, metrics)
-    return out
+    if not trainer.is_world_process_zero():
+        return StageResult(out, {}, out)
+    metrics = training_metrics(trained, eval_metrics, trainer.state.log_history, trainer.state.global_step)
+    if "eval_loss" in metrics:
+        metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
+    metrics.update(documents_train=len(train_docs), documents_eval=len(eval_docs) if eval_docs is not None else 0,
+                   documents_truncated=cut, dataset_tokens=sum(lengths))
+    write_outputs(out, NAME, config, inputs, outputs, metrics, trainer.state.log_history, cfg.train.keep_checkpoints)
+    print_finished(NAME, out, metrics)
+    return StageResult.read(out, model_dir=out)
 
 
 def document_separator(tokenizer: Any) -> int:
@@ -130,3 +126,9 @@ def tokenized_documents(dataset: Any, where: Path, tokenizer: Any) -> Any:
     sep = document_separator(tokenizer)
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return datasets.Dataset.from_dict({"input_ids": [doc + [sep] for doc in ids]})
+
+
+STAGE = Stage(NAME, MidtrainStageConfig, run_midtrain,
+              "Mid-training (continued pre-training) on a built `text` dataset, packed, loss on every token.",
+              model_dir=output_folder, policy=True, eval_name=NAME, wire=trainer_inputs("midtrain"),
+              summary=training_summary)

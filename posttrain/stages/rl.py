@@ -26,11 +26,15 @@ from typing import Any, Literal
 from pydantic import Field
 
 from posttrain.config import Schema, validate
-from posttrain.errors import UserError
+from posttrain.errors import StageFailed, UserError
 from posttrain.manifest import write_manifest
+from posttrain.report import console
+from posttrain.stages.contract import Flag, Stage, StageResult, Wiring, gain
+from posttrain.stages.rl_chat import STAGE as CHAT
+from posttrain.stages.rl_logic import STAGE as LOGIC
 
-STAGE = "rl"
-TRACKS = ("chat", "logic")
+NAME = "rl"
+TRACKS = {"chat": CHAT, "logic": LOGIC}  # each track is a stage of its own (`posttrain rl-chat`, `rl-logic`)
 
 
 class TrackResources(Schema):
@@ -51,37 +55,26 @@ class RLConfig(Schema):
     ray_address: str | None = Field(None, description="connect to a running cluster (default: local, or RAY_ADDRESS)")
 
 
+class TrackFailed(StageFailed):
+    """One or more tracks failed; the others' results are kept. Exit code 1 (not a user error)."""
+
+    def __init__(self, tracks: list[str], out: Path) -> None:
+        super().__init__(f"track(s) failed: {', '.join(tracks)}; see {out / 'manifest.json'}")
+        self.tracks = tracks
+
+
 def track_config(config: RLConfig, track: str, source: str) -> Any:
     """The track's own validated config, with the shared model and its folder under output_dir filled in."""
-    from posttrain.rl.config import LogicTrackConfig
-    from posttrain.stages.rl_chat import ChatTrackConfig
-
     section = dict(getattr(config, track))
     if config.model is not None:
         section.setdefault("model", config.model)
     section.setdefault("output_dir", str(Path(config.output_dir) / track))
-    schema = ChatTrackConfig if track == "chat" else LogicTrackConfig
-    return validate(schema, section, f"{source}: {track}")
+    return validate(TRACKS[track].schema, section, f"{source}: {track}")
 
 
-def run_track(track: str, config: Any, progress: Any = None) -> dict[str, Any]:
-    """Run one track in this process; returns its metrics (the track's manifest or result)."""
-    if track == "chat":
-        from posttrain.stages.rl_chat import run_chat_track
-
-        result = run_chat_track(config, progress=progress)
-        return {"output_dir": str(result.output_dir), "model_dir": str(result.model_dir),
-                "win_rate": result.win_rate, "rounds": result.rounds}
-    from posttrain.stages.rl_logic import run_logic_track
-
-    manifest = run_logic_track(config, progress=progress)
-    # The Logic track saves its model into output_dir itself.
-    return {"output_dir": str(config.output_dir), "model_dir": str(config.output_dir),
-            "metrics": manifest.get("metrics", {})}
-
-
-def run(config: RLConfig, source: str = "config") -> dict[str, Any]:
-    """Train the configured tracks (at once on Ray, or one after the other); returns the run's manifest."""
+def run(config: RLConfig, source: str = "config", progress: Any = None) -> StageResult:
+    """Train the configured tracks (at once on Ray, or one after the other); the run's manifest says how each went.
+    Raises TrackFailed (after writing the manifest) when a track failed."""
     import ray
 
     from posttrain.rollout.workers import start_ray
@@ -112,22 +105,22 @@ def run(config: RLConfig, source: str = "config") -> dict[str, Any]:
         ray.shutdown()
 
     # 3. The run's manifest: each track's outcome, kept whatever the other did.
-    manifest = {"stage": STAGE, "config": config.model_dump(mode="json"), "parallel": config.parallel,
+    manifest = {"stage": NAME, "config": config.model_dump(mode="json"), "parallel": config.parallel,
                 "duration_s": round(time.monotonic() - started, 1), "tracks": statuses}
     write_manifest(out, manifest)
     _print_summary(statuses)
     failed = [t for t, s in statuses.items() if s["status"] != "ok"]
     if failed:
         raise TrackFailed(failed, out)
-    return manifest
+    return StageResult.read(out)
 
 
-class TrackFailed(Exception):
-    """One or more tracks failed; the others' results are kept. Exit code 1 (not a user error)."""
-
-    def __init__(self, tracks: list[str], out: Path) -> None:
-        super().__init__(f"track(s) failed: {', '.join(tracks)}; see {out / 'manifest.json'}")
-        self.tracks = tracks
+def run_track(track: str, config: Any, progress: Any = None) -> dict[str, Any]:
+    """Run one track's stage in this process; what the run's manifest records of it."""
+    done = TRACKS[track].run(config, progress=progress)
+    return {"output_dir": str(done.output_dir), "model_dir": str(done.model_dir), "metrics": done.metrics,
+            **({"win_rate": done.metrics.get("final_win_rate"), "rounds": done.metrics.get("rounds")}
+               if track == "chat" else {})}
 
 
 def _start_track(track: str, config: Any, resources: TrackResources, board: Any) -> Any:
@@ -189,7 +182,8 @@ def _table(events: dict[str, dict[str, Any]], statuses: dict[str, dict[str, Any]
         step = f"{ev.get('step', '')}/{ev.get('max_steps', '')}" if ev.get("max_steps") else str(ev.get("step", ""))
         latest = ev.get("message") or ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in ev.items() if k in ("loss", "reward", "heldout/reward", "rewards/margins", "eval_loss"))
+            for k, v in ev.get("metrics", {}).items()
+            if k in ("loss", "reward", "heldout/reward", "rewards/margins", "eval_loss"))
         if status == "failed":
             latest = statuses[track]["error"][:200]
         table.add_row(track, status, step, str(latest)[:120])
@@ -197,8 +191,6 @@ def _table(events: dict[str, dict[str, Any]], statuses: dict[str, dict[str, Any]
 
 
 def _print_summary(statuses: dict[str, dict[str, Any]]) -> None:
-    from posttrain.cli.common import console
-
     for track, s in statuses.items():
         if s["status"] == "ok":
             console.print(f"[green]{track}[/]: done, model in {s.get('model_dir')}")
@@ -217,7 +209,12 @@ def _progress_board_class() -> Any:
             self.latest: dict[str, dict[str, Any]] = {}
 
         def report(self, track: str, event: dict[str, Any]) -> None:
-            self.latest[track] = {**self.latest.get(track, {}), **event}
+            """Merge a Progress event: the newest message, step and metrics (a phase message has no step)."""
+            latest = self.latest.setdefault(track, {"message": "", "step": 0, "max_steps": 0, "metrics": {}})
+            latest["message"] = event.get("message", "")
+            if event.get("max_steps"):
+                latest.update(step=event["step"], max_steps=event["max_steps"])
+            latest["metrics"] = {**latest["metrics"], **(event.get("metrics") or {})}
 
         def snapshot(self) -> dict[str, dict[str, Any]]:
             return self.latest
@@ -237,3 +234,95 @@ class _LazyBoard:
 
 
 _ProgressBoard = _LazyBoard()
+
+
+# ----------------------------------------------------------------------------------------------- in the pipeline
+def wire_rl(section: dict[str, Any], w: Wiring) -> None:
+    """Both tracks start from the policy; Chat reads the preference pairs (offline) and prompts (on-policy) and the
+    reward model; Logic the training and held-out tasks."""
+    section.setdefault("model", w.policy)
+    tracks = section.get("tracks", list(TRACKS))
+    if isinstance(tracks, list) and "chat" in tracks:
+        section["chat"] = _wire_chat(dict(section.get("chat") or {}), w)
+    if isinstance(tracks, list) and "logic" in tracks:
+        logic = dict(section.get("logic") or {})
+        logic["tasks"] = w.tasks(logic.get("tasks"), "tasks", "logic.tasks")
+        heldout = logic.setdefault("heldout", {})
+        if isinstance(heldout, dict):
+            heldout["tasks"] = w.tasks(heldout.get("tasks"), "heldout", "logic.heldout.tasks")
+        section["logic"] = logic
+
+
+def _wire_chat(chat: dict[str, Any], w: Wiring) -> dict[str, Any]:
+    if isinstance(chat.get("offline"), dict) and "data" not in chat["offline"]:
+        chat["offline"] = {"data": w.dataset("preference", "chat.offline.data"), **chat["offline"]}
+    if isinstance(chat.get("on_policy"), dict) and "prompts" not in chat["on_policy"]:
+        chat["on_policy"] = {"prompts": w.dataset("preference", "chat.on_policy.prompts"), **chat["on_policy"]}
+    scorer = chat.get("scorer", {} if w.enabled("rm") else None)
+    if isinstance(scorer, dict) and scorer.get("kind", "reward_model") == "reward_model" and not scorer.get(
+            "reward_model"):
+        if not w.enabled("rm"):
+            raise UserError(f"{w.source}: rl: chat.scorer.reward_model: not set and the rm stage is not enabled; "
+                            "enable rm, set chat.scorer.reward_model, or use chat.scorer.kind: judge")
+        chat["scorer"] = {**scorer, "reward_model": w.products["rm"]}
+    return chat
+
+
+def rl_products(cfg: RLConfig, w: Wiring) -> None:
+    """Each track's model, where its own stage leaves it; the Chat track's held-out split (eval's win rate keeps to
+    the prompts it never trained on)."""
+    for track in cfg.tracks:
+        checked = track_config(cfg, track, w.source + ": rl")
+        w.produced(f"rl.{track}", TRACKS[track].model_dir(checked), eval_name=track)
+        if track == "chat":
+            w.shared["chat_split"] = {"held_out_fraction": checked.eval_fraction, "split_seed": checked.seed,
+                                      "prompts": str(checked.on_policy.prompts if checked.on_policy
+                                                     else checked.offline.data)}
+    w.shared["rl_tracks"] = list(cfg.tracks)
+
+
+def rl_skipped(w: Wiring) -> None:
+    for track in TRACKS:
+        w.products[f"rl.{track}"] = w.policy
+
+
+def rl_summary(cfg: RLConfig) -> dict[str, Any]:
+    from posttrain.manifest import read_manifest
+
+    tracks = read_manifest(cfg.output_dir)["tracks"]
+    gains, details = [], {}
+    chat = tracks.get("chat")
+    if chat and chat.get("status") == "ok":
+        gains.append(gain("chat win rate vs start", 0.5, chat.get("win_rate")))  # the start model ties itself
+        margins = [r["dpo"]["margin"] for r in chat.get("rounds", []) if r.get("dpo") and r["dpo"]["margin"]["count"]]
+        if margins:
+            gains.append(gain("chat DPO margin", margins[0]["first"], margins[-1]["last"]))
+        details["chat_rounds"] = len(chat.get("rounds", []))
+    logic = tracks.get("logic")
+    if logic and logic.get("status") == "ok":
+        m = logic.get("metrics", {})
+        before, after = m.get("heldout_before") or {}, m.get("heldout_after") or {}
+        if before and after:
+            gains.append(gain("logic held-out reward", before.get("heldout/reward"), after.get("heldout/reward")))
+            gains.append(gain("logic held-out accuracy", before.get("heldout/accuracy"),
+                              after.get("heldout/accuracy")))
+        gains.append(gain("logic train reward", m.get("train_reward_first"), m.get("train_reward_last")))
+        details["logic_steps"] = m.get("steps")
+    details["failed"] = [t for t, s in tracks.items() if s.get("status") != "ok"]
+    return {"gains": gains, "details": details}
+
+
+def _tracks_flag(value: str) -> list[str]:
+    if value not in ("chat", "logic", "both"):
+        raise UserError(f"--track {value!r}: expected chat, logic or both")
+    return [] if value == "both" else [f"tracks=[{value}]"]
+
+
+STAGE = Stage(NAME, RLConfig, run,
+              "Train the RL tracks from one SFT model: Chat (DPO) and Logic (GRPO/RLOO), at once with their own "
+              "resources.",
+              wire=wire_rl, produces=rl_products, pass_through=rl_skipped, summary=rl_summary,
+              flags=(Flag("--track", "chat, logic, or both (at once, as separate Ray tasks).", "both", _tracks_flag),),
+              nested={track: s.name for track, s in TRACKS.items()},
+              no_ray_task="the RL tracks already run as Ray tasks with their own resources; set rl.resources.chat / "
+                          "rl.resources.logic instead")

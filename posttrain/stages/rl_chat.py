@@ -16,7 +16,6 @@ and raising ``on_policy.rounds`` later adds rounds. ``run_chat_track`` holds no 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,20 +25,34 @@ from pydantic import Field, model_validator
 
 from posttrain.config import Schema
 from posttrain.errors import UserError
-from posttrain.manifest import MANIFEST, read_manifest, write_json, write_manifest
+from posttrain.manifest import (
+    MANIFEST,
+    METRICS_FILE,
+    finished_run,
+    model_sha256,
+    read_jsonl,
+    read_manifest,
+    write_json,
+    write_jsonl,
+    write_manifest,
+)
+from posttrain.models.folders import replace_with_model
 from posttrain.models.loading import load_tokenizer, resolve_model
-from posttrain.preference.data import load_prompts, read_jsonl, resolve_data, split_held_out, write_jsonl
+from posttrain.preference.data import load_prompts, resolve_data, split_held_out
 from posttrain.preference.dpo import DPOTrain, train_dpo
 from posttrain.preference.pairs import build_pairs
 from posttrain.preference.rollouts import sample_responses
 from posttrain.preference.scorers import Scorer, ScorerConfig, check_reward_model, open_scorer
-from posttrain.preference.training import ProgressFn, notify
 from posttrain.preference.winrate import win_rate
-from posttrain.rollout.pool import RolloutConfig
+from posttrain.report import Progress, as_progress
+from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig
-from posttrain.stages.training import already_done, built_dataset, model_fingerprint, write_outputs
+from posttrain.stages.contract import Stage, StageResult
+from posttrain.training.data import built_dataset
+from posttrain.training.outputs import write_outputs
 
-STAGE = "rl_chat"
+NAME = "rl-chat"
+STAGE_ID = "rl_chat"  # the manifest's stage name (kept from before the commands were named after the stages)
 # Keys that may change between runs of one output folder (how it runs, not what it computes).
 RESUMABLE_CHANGES = ("on_policy.rounds", "rollout", "scorer.judge_rollout", "resume")
 
@@ -104,26 +117,100 @@ class ChatTrackConfig(Schema):
 
 
 @dataclass
-class ChatTrackResult:
-    output_dir: Path
-    model_dir: Path
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    win_rate: float | None = None
+class Track:
+    """One run of the track: its config and inputs, read once, and what every round uses (the workers, the scorer,
+    the SFT model's answers to the held-out prompts)."""
+
+    config: ChatTrackConfig
+    out: Path
+    sft_dir: Path
+    inputs: dict[str, str]
+    report: Progress
+    offline_train: list[dict[str, Any]] = field(default_factory=list)
+    offline_eval: list[dict[str, Any]] = field(default_factory=list)
+    train_prompts: list[dict[str, Any]] = field(default_factory=list)
+    held_prompts: list[dict[str, Any]] = field(default_factory=list)
+    pool: Any = None
+    tokenizer: Any = None
+    scorer: Scorer | None = None
+    reference: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_chat_track(config: ChatTrackConfig, progress: ProgressFn | None = None, source: str = "config",
-                   workers: Any = None) -> ChatTrackResult:
-    """Run (or resume) the whole track. ``workers``: a running ``RolloutPool`` to use instead of starting one (its
-    weights are replaced); ``progress`` receives event dicts (see posttrain.preference.training)."""
+def run_chat_track(config: ChatTrackConfig, source: str = "config", progress: Progress | None = None, *,
+                   workers: Any = None) -> StageResult:
+    """Run (or resume) the whole track; its final model is ``output_dir/model``. ``workers``: a running
+    ``RolloutPool`` to use instead of starting one (its weights are replaced)."""
+    report = as_progress(progress, NAME)
     out = Path(config.output_dir)
-    say = lambda message, **kw: notify(progress, STAGE, "phase", message, **kw)  # noqa: E731
 
     # 1. Inputs: the SFT model, the reward model; the data (offline pairs split by prompt; prompts to sample from and
     # to hold out). A folder started with another config is refused; a finished one is a no-op.
+    track = read_inputs(config, out, source, report)
+    if finished_run(out, STAGE_ID, config.model_dump(mode="json"), track.inputs):
+        report.event("done", f"{out} already holds this finished track; nothing to do",
+                     metrics=read_manifest(out)["metrics"])
+        return StageResult.read(out, model_dir=out / "model")
+
+    # 2. The scorer, and the policy's workers (started from the SFT weights).
+    track.scorer = open_scorer(config.scorer, key=f"{source}: scorer") if config.scorer else None
+    own_pool = False
+    try:
+        track.pool = workers
+        if workers is None and (config.on_policy is not None or track.held_prompts):
+            from posttrain.rollout.pool import RolloutPool
+
+            report.say(f"starting {config.rollout.num_workers} {config.rollout.engine} rollout worker(s)")
+            track.pool, own_pool = RolloutPool.from_config(track.sft_dir, config.rollout), True
+        elif workers is not None:
+            workers.update_weights_from_path(track.sft_dir)
+        track.tokenizer = load_tokenizer(track.sft_dir)
+
+        # 3. The SFT model's answers to the held-out prompts, once: every round's win rate compares against them.
+        track.reference = _reference_answers(track) if track.held_prompts else []
+
+        # 4. Rounds: offline first, then on-policy; each from the previous round's model.
+        rounds = config.on_policy.rounds if config.on_policy else 0
+        policy, summaries = track.sft_dir, []
+        for r in ([0] if config.offline else []) + list(range(1, rounds + 1)):
+            round_dir = out / "rounds" / f"{r:02d}"
+            if (round_dir / MANIFEST).is_file():
+                summary = read_manifest(round_dir)["metrics"]
+                report.say(f"round {r} already finished", round_=r)
+            else:
+                if track.pool is not None:
+                    track.pool.update_weights_from_path(policy)
+                summary = run_round(track, r, round_dir, policy)
+            policy = _abs(out, summary["model_dir"])
+            summaries.append(summary)
+            report.event("round", f"round {r} done: {_brief(summary)}", round_=r, metrics=summary)
+    finally:
+        if track.scorer is not None:
+            track.scorer.close()
+        if own_pool:
+            track.pool.shutdown()
+
+    # 5. The final model, the track's metrics and manifest.
+    final = out / "model"
+    replace_with_model(policy, final)
+    _write_track_metrics(out, summaries)
+    last_rate = next((s["win_rate"]["rate"] for s in reversed(summaries) if s.get("win_rate")), None)
+    metrics = {"rounds": summaries, "final_win_rate": last_rate, "held_out_prompts": len(track.held_prompts),
+               "train_prompts": len(track.train_prompts),
+               "offline_pairs": {"train": len(track.offline_train), "eval": len(track.offline_eval)}}
+    write_manifest(out, {"stage": STAGE_ID, "config": config.model_dump(mode="json"), "inputs": track.inputs,
+                         "metrics": metrics, "model": "model"})
+    report.event("done", f"final model {final}; win rate vs SFT {last_rate}", metrics=metrics)
+    return StageResult.read(out, model_dir=final)
+
+
+def read_inputs(config: ChatTrackConfig, out: Path, source: str, report: Progress) -> Track:
+    """The models and data of a run, checked; the offline pairs and the prompts split by prompt into training and
+    held out (one split for pairs, on-policy prompts and the win rate)."""
     sft_dir = resolve_model(config.model, key=f"{source}: model")
     if config.scorer is not None and config.scorer.kind == "reward_model":
         check_reward_model(config.scorer.reward_model, f"{source}: scorer.reward_model")  # type: ignore[arg-type]
-    offline_train, offline_eval = [], []
+    offline_train: list[dict[str, Any]] = []
+    offline_eval: list[dict[str, Any]] = []
     if config.offline is not None:
         folder = resolve_data(config.offline.data, out / "data" / "offline", f"{source}: offline.data")
         rows = built_dataset(folder, "preference", source)[0].to_list()
@@ -141,120 +228,57 @@ def run_chat_track(config: ChatTrackConfig, progress: ProgressFn | None = None, 
         raise UserError(f"{source}: eval_fraction={config.eval_fraction} holds out no prompts of {key} for the win "
                         "rate; raise eval_fraction or set win_rate.prompts: 0")
     inputs = _prepare(config, out, sft_dir, source)
-    if already_done(out, STAGE, config.model_dump(mode="json"), inputs):
-        metrics = read_manifest(out)["metrics"]
-        notify(progress, STAGE, "done", f"{out} already holds this finished track; nothing to do", metrics=metrics)
-        return ChatTrackResult(out, out / "model", metrics["rounds"], metrics["final_win_rate"])
-
-    # 2. The scorer, and the policy's workers (started from the SFT weights).
-    scorer = open_scorer(config.scorer, key=f"{source}: scorer") if config.scorer else None
-    pool, own_pool = workers, False
-    try:
-        if pool is None and (config.on_policy is not None or held_prompts):
-            from posttrain.rollout.pool import RolloutPool
-
-            say(f"starting {config.rollout.num_workers} {config.rollout.engine} rollout worker(s)")
-            pool, own_pool = RolloutPool.from_config(sft_dir, config.rollout), True
-        elif pool is not None:
-            pool.update_weights_from_path(sft_dir)
-        tokenizer = load_tokenizer(sft_dir)
-
-        # 3. The SFT model's answers to the held-out prompts, once: every round's win rate compares against them.
-        reference = _reference_answers(out, pool, tokenizer, scorer, held_prompts, config.win_rate) \
-            if held_prompts else []
-
-        # 4. Rounds: offline first, then on-policy; each from the previous round's model.
-        rounds = config.on_policy.rounds if config.on_policy else 0
-        plan = ([0] if config.offline else []) + list(range(1, rounds + 1))
-        policy, summaries = sft_dir, []
-        for r in plan:
-            round_dir = out / "rounds" / f"{r:02d}"
-            if (round_dir / MANIFEST).is_file():
-                summary = read_manifest(round_dir)["metrics"]
-                say(f"round {r} already finished", round_=r)
-            else:
-                if pool is not None:
-                    pool.update_weights_from_path(policy)
-                summary = _run_round(config, r, round_dir, policy, sft_dir, pool, tokenizer, scorer, offline_train,
-                                     offline_eval, train_prompts, held_prompts, reference, progress, inputs)
-            policy = _abs(out, summary["model_dir"])
-            summaries.append(summary)
-            notify(progress, STAGE, "round", f"round {r} done: {_brief(summary)}", round_=r, metrics=summary)
-    finally:
-        if scorer is not None:
-            scorer.close()
-        if own_pool:
-            pool.shutdown()  # type: ignore[union-attr]
-
-    # 5. The final model, the track's metrics and manifest.
-    final = out / "model"
-    _link_model(policy, final)
-    _write_track_metrics(out, summaries)
-    last_rate = next((s["win_rate"]["rate"] for s in reversed(summaries) if s.get("win_rate")), None)
-    metrics = {"rounds": summaries, "final_win_rate": last_rate, "held_out_prompts": len(held_prompts),
-               "train_prompts": len(train_prompts), "offline_pairs": {"train": len(offline_train),
-                                                                       "eval": len(offline_eval)}}
-    write_manifest(out, {"stage": STAGE, "config": config.model_dump(mode="json"), "inputs": inputs,
-                         "metrics": metrics, "model": "model"})
-    notify(progress, STAGE, "done", f"final model {final}; win rate vs SFT {last_rate}", metrics=metrics)
-    return ChatTrackResult(out, final, summaries, last_rate)
+    return Track(config, out, sft_dir, inputs, report, offline_train, offline_eval, train_prompts, held_prompts)
 
 
-def _run_round(config: ChatTrackConfig, r: int, round_dir: Path, policy: Path, sft_dir: Path, pool: Any,
-               tokenizer: Any, scorer: Scorer | None, offline_train: list[dict[str, Any]],
-               offline_eval: list[dict[str, Any]], train_prompts: list[dict[str, Any]],
-               held_prompts: list[dict[str, Any]], reference: list[dict[str, Any]], progress: ProgressFn | None,
-               inputs: dict[str, str]) -> dict[str, Any]:
+def run_round(track: Track, r: int, round_dir: Path, policy: Path) -> dict[str, Any]:
     """One round: its pairs (offline, or sampled + scored), DPO from ``policy``, then the win rate of the result."""
+    config, out, report = track.config, track.out, track.report
     round_dir.mkdir(parents=True, exist_ok=True)
-    out = round_dir.parent.parent  # paths inside the track folder are stored relative to it
     summary: dict[str, Any] = {"round": r, "kind": "offline" if r == 0 else "on_policy"}
     if r == 0:
         assert config.offline is not None
-        pairs, train = offline_train, config.offline.train
+        pairs, train = track.offline_train, config.offline.train
     else:
-        assert config.on_policy is not None and scorer is not None
-        pairs, stats = _on_policy_pairs(config, r, round_dir, pool, tokenizer, scorer, train_prompts, progress)
-        summary["pairs"] = stats
+        assert config.on_policy is not None
+        pairs, summary["pairs"] = _on_policy_pairs(track, r, round_dir)
         train = config.on_policy.train
     if not pairs:
-        notify(progress, STAGE, "phase", f"round {r}: no pairs; the policy is unchanged", round_=r)
+        report.say(f"round {r}: no pairs; the policy is unchanged", round_=r)
         summary.update(model_dir=_rel(out, policy), trained=False)
     else:
         model_dir = round_dir / "model"
-        reference_dir = policy if train.reference == "round_start" else sft_dir
-        notify(progress, STAGE, "phase", f"round {r}: DPO on {len(pairs)} pairs", round_=r)
-        dpo, outputs, history = train_dpo(policy, reference_dir, pairs, offline_eval, train, model_dir,
-                                          config.resume, progress, r)
+        reference_dir = policy if train.reference == "round_start" else track.sft_dir
+        report.say(f"round {r}: DPO on {len(pairs)} pairs", round_=r)
+        dpo, outputs, history = train_dpo(policy, reference_dir, pairs, track.offline_eval, train, model_dir,
+                                          config.resume, report, r)
         summary.update(model_dir=_rel(out, model_dir), trained=True, dpo=dpo)
-        if pool is not None:
-            pool.update_weights_from_path(model_dir)
-        write_outputs(model_dir, f"{STAGE}.dpo", config.model_dump(mode="json"), {**inputs, "policy": str(policy)},
-                      outputs, dpo, history, train.keep_checkpoints)
-    if held_prompts:
-        summary["win_rate"] = _win_rate(round_dir, pool, tokenizer, scorer, held_prompts, reference, config.win_rate)
-    write_manifest(round_dir, {"stage": f"{STAGE}.round", "config": config.model_dump(mode="json"),
-                               "inputs": inputs, "metrics": summary})
+        if track.pool is not None:
+            track.pool.update_weights_from_path(model_dir)
+        write_outputs(model_dir, f"{STAGE_ID}.dpo", config.model_dump(mode="json"),
+                      {**track.inputs, "policy": str(policy)}, outputs, dpo, history, train.keep_checkpoints)
+    if track.held_prompts:
+        summary["win_rate"] = _win_rate(track, round_dir)
+    write_manifest(round_dir, {"stage": f"{STAGE_ID}.round", "config": config.model_dump(mode="json"),
+                               "inputs": track.inputs, "metrics": summary})
     return summary
 
 
-def _on_policy_pairs(config: ChatTrackConfig, r: int, round_dir: Path, pool: Any, tokenizer: Any, scorer: Scorer,
-                     train_prompts: list[dict[str, Any]],
-                     progress: ProgressFn | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _on_policy_pairs(track: Track, r: int, round_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Sample K answers per prompt with the current policy, score them, keep best vs worst (samples.jsonl and
     pairs.jsonl in the round folder)."""
-    on = config.on_policy
-    assert on is not None
+    on, report, scorer = track.config.on_policy, track.report, track.scorer
+    assert on is not None and scorer is not None
     stats_file = round_dir / "pairs_stats.json"
     if stats_file.is_file():  # a resumed round reuses its pairs: its checkpoints were trained on them
         return read_jsonl(round_dir / "pairs.jsonl"), json.loads(stats_file.read_text(encoding="utf-8"))
-    n = on.prompts_per_round
+    n, train_prompts = on.prompts_per_round, track.train_prompts
     start = ((r - 1) * n) % len(train_prompts)  # rounds walk through the prompts, wrapping around
     prompts = [train_prompts[(start + i) % len(train_prompts)] for i in range(min(n, len(train_prompts)))]
-    notify(progress, STAGE, "phase", f"round {r}: sampling {on.samples_per_prompt} answers for {len(prompts)} prompts",
-           round_=r)
+    report.say(f"round {r}: sampling {on.samples_per_prompt} answers for {len(prompts)} prompts", round_=r)
     sampling = on.sampling.model_copy(update={"n": on.samples_per_prompt})
-    samples, too_long = sample_responses(pool, tokenizer, prompts, sampling, seed=config.seed * 1_000_003 + r * 10_007)
+    samples, too_long = sample_responses(track.pool, track.tokenizer, prompts, sampling,
+                                         seed=track.config.seed * 1_000_003 + r * 10_007)
     kept = [(p, s) for p, s in zip(prompts, samples, strict=True) if s is not None]
     texts = [[x["text"] for x in s] for _, s in kept]
     flat_prompts = [p["prompt"] for p, s in kept for _ in s]
@@ -268,37 +292,38 @@ def _on_policy_pairs(config: ChatTrackConfig, r: int, round_dir: Path, pool: Any
         {"id": p["id"], "bucket": p["bucket"], "prompt": p["prompt"],
          "samples": [{**x, "score": sc} for x, sc in zip(s, row_scores, strict=True)]}
         for (p, s), row_scores in zip(kept, scores, strict=True)])
-    pairs, stats = build_pairs([p for p, _ in kept], texts, scores, config.scorer.min_gap if config.scorer else 0.0)
+    min_gap = track.config.scorer.min_gap if track.config.scorer else 0.0
+    pairs, stats = build_pairs([p for p, _ in kept], texts, scores, min_gap)
     write_jsonl(round_dir / "pairs.jsonl", pairs)
     scorer_stats = {k: v - counted.get(k, 0) for k, v in scorer.stats().items()}  # this round's share
     result = {**stats.to_dict(), "prompts_too_long": too_long, "scorer": scorer_stats}
     write_json(stats_file, result)  # last: its presence means samples and pairs are complete
-    notify(progress, STAGE, "phase", f"round {r}: {stats.pairs} pairs from {len(prompts)} prompts "
-           f"({stats.skipped_ties} all-tie, {stats.skipped_unscored} unscored, {too_long} too long)", round_=r,
-           metrics=result)
+    report.say(f"round {r}: {stats.pairs} pairs from {len(prompts)} prompts ({stats.skipped_ties} all-tie, "
+               f"{stats.skipped_unscored} unscored, {too_long} too long)", round_=r, metrics=result)
     return pairs, result
 
 
-def _reference_answers(out: Path, pool: Any, tokenizer: Any, scorer: Scorer | None, held: list[dict[str, Any]],
-                       cfg: WinRateConfig) -> list[dict[str, Any]]:
+def _reference_answers(track: Track) -> list[dict[str, Any]]:
     """The SFT model's scored answers to the held-out prompts (``reference/answers.jsonl``, made once)."""
-    path = out / "reference" / "answers.jsonl"
+    path = track.out / "reference" / "answers.jsonl"
     if path.is_file():
         rows = read_jsonl(path)
-        if [r["id"] for r in rows] == [h["id"] for h in held]:
+        if [r["id"] for r in rows] == [h["id"] for h in track.held_prompts]:
             return rows
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = _scored_answers(pool, tokenizer, scorer, held, cfg)
+    rows = _scored_answers(track)
     write_jsonl(path, rows)
     return rows
 
 
-def _scored_answers(pool: Any, tokenizer: Any, scorer: Scorer | None, held: list[dict[str, Any]],
-                    cfg: WinRateConfig) -> list[dict[str, Any]]:
-    samples, _ = sample_responses(pool, tokenizer, held, cfg.sampling.model_copy(update={"n": 1}), seed=0)
+def _scored_answers(track: Track) -> list[dict[str, Any]]:
+    """The policy in the workers answers every held-out prompt once (greedy by default); the scorer scores it."""
+    held, scorer = track.held_prompts, track.scorer
+    assert scorer is not None
+    sampling = track.config.win_rate.sampling.model_copy(update={"n": 1})
+    samples, _ = sample_responses(track.pool, track.tokenizer, held, sampling, seed=0)
     answers = [s[0]["text"] if s else None for s in samples]
     ok = [i for i, a in enumerate(answers) if a is not None]
-    assert scorer is not None
     got = scorer.score([held[i]["prompt"] for i in ok], [answers[i] for i in ok]) if ok else []  # type: ignore[misc]
     scores: list[float | None] = [None] * len(held)
     for i, s in zip(ok, got, strict=True):
@@ -307,26 +332,26 @@ def _scored_answers(pool: Any, tokenizer: Any, scorer: Scorer | None, held: list
             for h, a, s in zip(held, answers, scores, strict=True)]
 
 
-def _win_rate(round_dir: Path, pool: Any, tokenizer: Any, scorer: Scorer | None, held: list[dict[str, Any]],
-              reference: list[dict[str, Any]], cfg: WinRateConfig) -> dict[str, Any]:
+def _win_rate(track: Track, round_dir: Path) -> dict[str, Any]:
     """The round's policy (loaded in the workers) against the SFT answers, overall and per bucket."""
-    answers = _scored_answers(pool, tokenizer, scorer, held, cfg)
+    held, reference, tolerance = track.held_prompts, track.reference, track.config.win_rate.tie_tolerance
+    answers = _scored_answers(track)
     write_jsonl(round_dir / "win_rate.jsonl", [{**a, "reference_answer": ref["answer"], "reference_score": ref["score"]}
                                                for a, ref in zip(answers, reference, strict=True)])
-    overall = win_rate([a["score"] for a in answers], [ref["score"] for ref in reference], cfg.tie_tolerance)
+    overall = win_rate([a["score"] for a in answers], [ref["score"] for ref in reference], tolerance)
     buckets = {}
     for bucket in sorted({h["bucket"] for h in held}):
         idx = [i for i, h in enumerate(held) if h["bucket"] == bucket]
         buckets[bucket] = win_rate([answers[i]["score"] for i in idx], [reference[i]["score"] for i in idx],
-                                   cfg.tie_tolerance).to_dict()
+                                   tolerance).to_dict()
     return {**overall.to_dict(), "buckets": buckets}
 
 
 def _prepare(config: ChatTrackConfig, out: Path, sft_dir: Path, source: str) -> dict[str, str]:
     """Fingerprints of the inputs; refuse to resume a folder started with a different config or inputs."""
-    inputs = {"model": model_fingerprint(sft_dir)}
+    inputs = {"model": model_sha256(sft_dir)}
     if config.scorer is not None and config.scorer.reward_model:
-        inputs["reward_model"] = model_fingerprint(Path(config.scorer.reward_model))
+        inputs["reward_model"] = model_sha256(Path(config.scorer.reward_model))
     started = {"config": _comparable(config.model_dump(mode="json")), "inputs": inputs}
     track_file = out / "track.json"
     if track_file.is_file() and config.resume:
@@ -336,7 +361,7 @@ def _prepare(config: ChatTrackConfig, out: Path, sft_dir: Path, source: str) -> 
             raise UserError(f"{source}: {out} holds a Chat track started with a different "
                             f"{', '.join(changed)}; use another output_dir, or resume: false to start it over")
     elif track_file.is_file():
-        for name in ("rounds", "reference", "model", MANIFEST, "metrics.jsonl"):
+        for name in ("rounds", "reference", "model", MANIFEST, METRICS_FILE):
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -362,21 +387,6 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
         keys = sorted(set(old) | set(new))
         return [k for key in keys for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
     return [prefix.rstrip(".").removeprefix("config.")] if old != new else []
-
-
-def _link_model(src: Path, dst: Path) -> None:
-    """``dst`` becomes a copy of the model folder ``src`` (hard links where possible: no extra disk)."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file():
-            try:
-                os.link(f, tmp / f.name)
-            except OSError:
-                shutil.copy2(f, tmp / f.name)
-    shutil.rmtree(dst, ignore_errors=True)
-    os.replace(tmp, dst)
 
 
 def _write_track_metrics(out: Path, summaries: list[dict[str, Any]]) -> None:
@@ -418,4 +428,8 @@ def _brief(summary: dict[str, Any]) -> str:
     return ", ".join(parts) or "no training"
 
 
-__all__ = ["ChatTrackConfig", "ChatTrackResult", "run_chat_track"]
+
+STAGE = Stage(NAME, ChatTrackConfig, run_chat_track,
+              "The Chat RL track: DPO on offline pairs, then on-policy rounds (sample K, score, best vs worst, DPO), "
+              "with the reward-model win rate against the SFT model after each round. Resumes a killed run.",
+              model_dir=lambda cfg: Path(cfg.output_dir) / "model")

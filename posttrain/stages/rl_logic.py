@@ -21,38 +21,41 @@ import json
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from posttrain.config import validate
 from posttrain.errors import UserError
-from posttrain.manifest import read_manifest
-from posttrain.rejection.tasks import TaskRow, load_tasks
+from posttrain.manifest import METRICS_FILE, finished_run, model_sha256, start_fresh
+from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.report import Progress, as_progress
+from posttrain.report.tables import print_finished
 from posttrain.rl.config import LogicTrackConfig
-from posttrain.stages.reporting import print_summary, say
+from posttrain.stages.contract import Stage, StageResult, output_folder
+from posttrain.tasks import TaskRow, Verifiers, load_tasks
+from posttrain.training.arguments import trainer_arguments
+from posttrain.training.checkpoints import fit
+from posttrain.training.model import load_model, save_model
+from posttrain.training.outputs import write_outputs
 
-if TYPE_CHECKING:
-    from posttrain.rl.progress import ProgressFn
-
-STAGE = "rl_logic"
+NAME = "rl-logic"
+STAGE_ID = "rl_logic"  # the manifest's stage name (kept from before the commands were named after the stages)
 # (training environments, verifier pool per environment) -> (TRL reward functions, their weights)
 RewardFactory = Callable[[list[str], dict[str, Any]], tuple[list[Any], list[float]]]
-METRICS_FILE = "metrics.jsonl"
 
 
-def run_logic_track(config: LogicTrackConfig | dict[str, Any], progress: ProgressFn | None = None, *,
-                    pool: Any = None, source: str = "config", rewards: RewardFactory | None = None) -> dict[str, Any]:
-    """Train the Logic track as configured; returns the manifest written to ``output_dir``.
+def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "config",
+                    progress: Progress | None = None, *, pool: Any = None,
+                    rewards: RewardFactory | None = None) -> StageResult:
+    """Train the Logic track as configured; its model is saved into ``output_dir``.
 
-    ``config``: a validated config or a plain mapping (e.g. a section of the parallel run's YAML); ``progress``: called
-    with each logged metrics row; ``pool``: running rollout workers to use (any weights: the trainer's are pushed
-    before the first rollout), by default a pool is started from ``config.rollout`` and shut down at the end;
-    ``rewards``: ``(train envs, verifiers by env) -> (reward functions, weights)`` replacing the per-env verify
+    ``config``: a validated config or a plain mapping (e.g. a section of the parallel run's YAML); ``progress``: gets
+    each logged metrics row as a ``log`` event; ``pool``: running rollout workers to use (any weights: the trainer's
+    are pushed before the first rollout), by default a pool is started from ``config.rollout`` and shut down at the
+    end; ``rewards``: ``(train envs, verifiers by env) -> (reward functions, weights)`` replacing the per-env verify
     rewards and format penalty (the calibrate stage's RLCR reward).
     """
-    from posttrain.models.loading import load_tokenizer, resolve_model
-    from posttrain.stages.training import already_done, model_fingerprint, start_fresh
-
     cfg = config if isinstance(config, LogicTrackConfig) else validate(LogicTrackConfig, config, source)
+    report = as_progress(progress, NAME)
     out = Path(cfg.output_dir)
     settings = cfg.model_dump(mode="json")
 
@@ -63,12 +66,12 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], progress: Progres
     if cfg.heldout is not None:
         heldout_rows, heldout_inputs = load_tasks(cfg.heldout.tasks, out / "heldout_tasks", key="heldout.tasks")
         inputs.update(heldout_inputs)
-    inputs[f"model:{model_dir}"] = model_fingerprint(model_dir)
-    if already_done(out, STAGE, settings, inputs):
-        say(f"rl-logic: {out} is already trained with this config and these inputs; nothing to do")
-        return read_manifest(out)
+    inputs[f"model:{model_dir}"] = model_sha256(model_dir)
+    if finished_run(out, STAGE_ID, settings, inputs):
+        report.say(f"{out} is already trained with this config and these inputs; nothing to do")
+        return StageResult.read(out, model_dir=out)
     envs = check_tasks(rows, heldout_rows, cfg)
-    params = bucket_params(cfg, rows + heldout_rows)
+    params = cfg.sampling.per_bucket({r.bucket for r in rows + heldout_rows})
     start_fresh(out)
 
     # Imported only now, so that a bad config or task row fails before TRL, vLLM and Ray load (seconds each).
@@ -79,17 +82,14 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], progress: Progres
     from posttrain.rl.trainer import LogicGRPOTrainer
     from posttrain.rl.weight_sync import WeightSync
     from posttrain.rollout.pool import RolloutPool
-    from posttrain.stages.training import callbacks, fit, load_model, save_model, write_outputs
-    from posttrain.verify_pool import VerifyPool
+    from posttrain.training.callbacks import training_callbacks
 
     with ExitStack() as stack:
         # 2. Workers: the rollout pool and one verifier pool per environment.
         if pool is None:
             pool = RolloutPool.from_config(model_dir, cfg.rollout)
             stack.callback(pool.shutdown)
-        verifiers = {env: stack.enter_context(VerifyPool(env, workers=cfg.verify.workers,
-                                                         timeout_s=cfg.verify.timeout_s, env_kwargs=cfg.envs.get(env)))
-                     for env in envs}
+        verifiers = stack.enter_context(Verifiers.start(cfg.verify, envs, cfg.envs))
 
         # 3. Trainer: GRPO with our rollouts, rewards, weight pushes and held-out evaluation.
         tokenizer = load_tokenizer(model_dir)
@@ -98,7 +98,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], progress: Progres
         make_rewards = rewards or (lambda envs_, verifiers_: reward_functions(envs_, verifiers_, cfg.rewards))
         reward_funcs, reward_weights = make_rewards(train_envs, verifiers)
         sync = WeightSync(pool, dtype=stored_dtype)
-        hooks: list[Any] = [MetricsLog(out / METRICS_FILE, progress), sync]
+        hooks: list[Any] = [MetricsLog(out / METRICS_FILE), sync]
         heldout = None
         if cfg.heldout is not None:
             h = cfg.heldout
@@ -110,21 +110,23 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], progress: Progres
             model=model, reward_funcs=reward_funcs, args=grpo_arguments(cfg, out, reward_weights),
             train_dataset=prompt_dataset(rows), processing_class=tokenizer,
             rollout_func=PoolRollout(pool, rows, params, cfg.agent, cfg.envs, cfg.train.seed),
-            callbacks=hooks + callbacks(cfg.train, out), weight_sync=sync, leave_one_out=cfg.algorithm == "rloo")
+            callbacks=hooks + training_callbacks(cfg.train, out, report), weight_sync=sync,
+            leave_one_out=cfg.algorithm == "rloo")
         if heldout is not None:
             heldout.attach(trainer)
 
         # 4. Train, resuming from the newest checkpoint.
-        result, _ = fit(trainer, out, cfg.resume)
+        trained, _ = fit(trainer, out, cfg.resume)
 
     # 5. Outputs: the model, metrics.jsonl, the manifest, a summary.
     outputs = save_model(trainer, out, tokenizer, None, stored_dtype)
     history = trainer.state.log_history
-    metrics = track_metrics(result, history, trainer.state.global_step, len(rows), len(heldout_rows))
+    metrics = track_metrics(trained, history, trainer.state.global_step, len(rows), len(heldout_rows))
     metrics["weight_sync"] = sync.stats()
-    write_outputs(out, STAGE, settings, inputs, outputs, metrics, history, cfg.train.keep_checkpoints)
-    print_summary("rl-logic", out, metrics)
-    return read_manifest(out)
+    write_outputs(out, STAGE_ID, settings, inputs, outputs, metrics, history, cfg.train.keep_checkpoints)
+    if not report.forwarding:
+        print_finished(NAME, out, metrics)
+    return StageResult.read(out, model_dir=out)
 
 
 # ------------------------------------------------------------------------------------------------------------ inputs
@@ -164,13 +166,6 @@ def check_tasks(rows: list[TaskRow], heldout_rows: list[TaskRow], cfg: LogicTrac
     return envs
 
 
-def bucket_params(cfg: LogicTrackConfig, rows: list[TaskRow]) -> dict[str, Any]:
-    """Sampling params per bucket (per-bucket overrides for buckets the data does not have are an error)."""
-    buckets = sorted({r.bucket for r in rows})
-    cfg.sampling.check_buckets(buckets)
-    return {b: cfg.sampling.resolve(b) for b in buckets}
-
-
 def prompt_dataset(rows: list[TaskRow]) -> Any:
     """What the trainer iterates: the prompt (for logs), the row index (for the rollout), env and bucket (rewards)."""
     import datasets
@@ -183,26 +178,16 @@ def prompt_dataset(rows: list[TaskRow]) -> Any:
 
 # ----------------------------------------------------------------------------------------------------------- trainer
 def grpo_arguments(cfg: LogicTrackConfig, out: Path, reward_weights: list[float]) -> Any:
-    """TRL's ``GRPOConfig`` for the track: checkpoints under ``out/checkpoints``."""
-    import torch
+    """TRL's ``GRPOConfig`` for the track: the shared mapping plus GRPO's own settings."""
     from trl import GRPOConfig
-
-    from posttrain.stages.training import CHECKPOINTS, check_reporters, use_bf16
 
     t, s = cfg.train, cfg.sampling.resolve()
     longest = s.max_tokens * cfg.agent.max_turns
-    return GRPOConfig(
-        output_dir=str(out / CHECKPOINTS),
-        max_steps=t.max_steps,
+    return trainer_arguments(
+        GRPOConfig, t, out,
         per_device_train_batch_size=t.micro_batch_size,
-        gradient_accumulation_steps=t.grad_accumulation,
         num_generations=t.num_generations,
         num_iterations=t.num_iterations,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a fraction of the total steps in transformers 5
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
         loss_type=t.loss_type,
         epsilon=t.epsilon,
         epsilon_high=t.epsilon_high,
@@ -216,17 +201,7 @@ def grpo_arguments(cfg: LogicTrackConfig, out: Path, reward_weights: list[float]
         vllm_importance_sampling_clip_max=t.importance_sampling.clip_max,
         vllm_importance_sampling_clip_min=t.importance_sampling.clip_min,
         mask_truncated_completions=t.mask_truncated_completions,
-        logging_steps=t.logging_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        seed=t.seed,
         data_seed=t.seed,
-        bf16=use_bf16(t.precision),
-        use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=t.gradient_checkpointing,
-        report_to=[r for r in check_reporters(t.report_to) if r != "tensorboard"],  # TensorBoard: see callbacks()
-        disable_tqdm=True,
         log_completions=False,
     )
 
@@ -251,3 +226,8 @@ def track_metrics(result: Any, history: list[dict[str, Any]], steps: int, n_task
     if evals:
         metrics["heldout_before"], metrics["heldout_after"] = evals[0], evals[-1]
     return metrics
+
+
+STAGE = Stage(NAME, LogicTrackConfig, run_logic_track,
+              "Verifiable-reward RL on math, code and tool-calling tasks: GRPO or RLOO through the rollout workers.",
+              model_dir=output_folder)

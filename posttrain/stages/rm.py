@@ -19,30 +19,28 @@ from pydantic import Field
 
 from posttrain.config import Schema
 from posttrain.errors import UserError
+from posttrain.manifest import finished_run, start_fresh
 from posttrain.models.loading import load_tokenizer, resolve_model
 from posttrain.preference.data import resolve_data, split_held_out
 from posttrain.preference.scorers import reward_scores
-from posttrain.preference.training import (
-    PairTrainSettings,
-    ProgressFn,
-    log_series,
-    notify,
-    pair_trainer_kwargs,
-    summarize,
-    trainer_callbacks,
+from posttrain.preference.training import PairTrainSettings, log_series, summarize
+from posttrain.report import Progress, as_progress
+from posttrain.report.tables import print_finished
+from posttrain.stages.contract import (
+    Stage,
+    StageResult,
+    gain,
+    manifest_metrics,
+    output_folder,
+    trainer_inputs,
 )
-from posttrain.stages.reporting import print_summary, training_metrics
-from posttrain.stages.training import (
-    already_done,
-    built_dataset,
-    fit,
-    save_model,
-    stage_inputs,
-    start_fresh,
-    write_outputs,
-)
+from posttrain.training.arguments import trainer_arguments
+from posttrain.training.checkpoints import fit
+from posttrain.training.data import built_dataset, training_inputs
+from posttrain.training.model import save_model, stored_dtype
+from posttrain.training.outputs import training_metrics, write_outputs
 
-STAGE = "rm"
+NAME = "rm"
 
 
 class RMTrain(PairTrainSettings):
@@ -63,11 +61,14 @@ class RMStageConfig(Schema):
     resume: bool = Field(True, description="Resume from the newest checkpoint in output_dir/checkpoints.")
 
 
-def run_rm(cfg: RMStageConfig, source: str = "config", progress: ProgressFn | None = None) -> Path:
-    """Train the reward model as configured; ``source`` (the config file) prefixes error messages. Returns the
-    output folder (its manifest holds the metrics)."""
+def run_rm(cfg: RMStageConfig, source: str = "config", progress: Progress | None = None) -> StageResult:
+    """Train the reward model as configured; ``source`` (the config file) prefixes error messages. The manifest in
+    the output folder holds the metrics."""
     from trl import RewardConfig, RewardTrainer
 
+    from posttrain.training.callbacks import training_callbacks
+
+    report = as_progress(progress, NAME)
     out = cfg.output_dir
     config = cfg.model_dump(mode="json")
 
@@ -75,10 +76,10 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: ProgressFn | No
     model_dir = resolve_model(cfg.model, key=f"{source}: model")
     data_dir = resolve_data(cfg.data, out / "data", key=f"{source}: data")
     dataset, _ = built_dataset(data_dir, "preference", source)
-    inputs = stage_inputs(data_dir, model_dir)
-    if already_done(out, STAGE, config, inputs):
-        notify(progress, STAGE, "done", f"{out} already holds this reward model; nothing to do")
-        return out
+    inputs = training_inputs(data_dir, model_dir)
+    if finished_run(out, NAME, config, inputs):
+        report.event("done", f"{out} already holds this reward model; nothing to do")
+        return StageResult.read(out, model_dir=out)
     start_fresh(out)
 
     # 2. Pairs: tokenized as the trainer would (chat template over prompt + answer); too-long pairs counted, left out.
@@ -86,33 +87,33 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: ProgressFn | No
     rows = dataset.to_list()
     pairs, too_long = tokenize_pairs(rows, tokenizer, cfg.train.max_length)
     if too_long:
-        notify(progress, STAGE, "phase", f"warning: {too_long} of {len(rows)} pairs are longer than train.max_length="
-               f"{cfg.train.max_length} tokens and are left out", metrics={"too_long": too_long})
+        report.say(f"warning: {too_long} of {len(rows)} pairs are longer than train.max_length="
+                   f"{cfg.train.max_length} tokens and are left out", metrics={"too_long": too_long})
     train_rows, eval_rows = split_held_out(pairs, cfg.train.eval_fraction, cfg.train.seed)
     if not train_rows:
         raise UserError(f"{source}: data: no pairs left to train on ({len(rows)} read, {too_long} over "
                         f"train.max_length, {len(eval_rows)} held out by train.eval_fraction)")
 
     # 3. Trainer: TRL loads the model with a fresh one-label score head (seeded).
-    args = RewardConfig(**pair_trainer_kwargs(cfg.train, out, has_eval=bool(eval_rows)),
-                        center_rewards_coefficient=cfg.train.center_rewards_coefficient)
+    args = trainer_arguments(RewardConfig, cfg.train, out, evaluate=bool(eval_rows), dataloader_num_workers=0,
+                             center_rewards_coefficient=cfg.train.center_rewards_coefficient)
     trainer = RewardTrainer(model=str(model_dir), args=args, train_dataset=_ids_dataset(train_rows),
                             eval_dataset=_ids_dataset(eval_rows) if eval_rows else None, processing_class=tokenizer,
-                            callbacks=trainer_callbacks(cfg.train, out, progress, STAGE))
+                            callbacks=training_callbacks(cfg.train, out, report))
 
     # 4. Pairwise accuracy before, train (resuming from the newest checkpoint), accuracy after.
-    notify(progress, STAGE, "phase", f"training on {len(train_rows)} pairs; {len(eval_rows)} held out")
+    report.say(f"training on {len(train_rows)} pairs; {len(eval_rows)} held out")
     measured = train_rows[:cfg.train.accuracy_pairs]  # a forward pass per answer: bounded for large datasets
     before = {"train": pairwise_accuracy(trainer.model, tokenizer, measured),
               "eval": pairwise_accuracy(trainer.model, tokenizer, eval_rows)}
-    result, eval_metrics = fit(trainer, out, cfg.resume)
+    trained, eval_metrics = fit(trainer, out, cfg.resume)
     after = {"train": pairwise_accuracy(trainer.model, tokenizer, measured),
              "eval": pairwise_accuracy(trainer.model, tokenizer, eval_rows)}
 
     # 5. Outputs: the reward model and tokenizer, metrics.jsonl, the manifest, a summary table.
-    outputs = save_model(trainer, out, tokenizer, None, _stored_dtype(model_dir))
+    outputs = save_model(trainer, out, tokenizer, None, stored_dtype(model_dir))
     history = trainer.state.log_history
-    metrics = training_metrics(result, eval_metrics, history, trainer.state.global_step)
+    metrics = training_metrics(trained, eval_metrics, history, trainer.state.global_step)
     metrics.update(
         pairs_read=len(rows), pairs_too_long=too_long, pairs_train=len(train_rows), pairs_eval=len(eval_rows),
         pairs_accuracy_measured=len(measured),
@@ -122,11 +123,11 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: ProgressFn | No
         logged_accuracy=summarize(log_series(history, "accuracy")),
         logged_margin=summarize(log_series(history, "margin")),
     )
-    write_outputs(out, STAGE, config, inputs, outputs, metrics, history, cfg.train.keep_checkpoints)
-    if progress is None:
-        print_summary(STAGE, out, metrics)
-    notify(progress, STAGE, "done", f"reward model written to {out}", metrics=metrics)
-    return out
+    write_outputs(out, NAME, config, inputs, outputs, metrics, history, cfg.train.keep_checkpoints)
+    if not report.forwarding:
+        print_finished(NAME, out, metrics)
+    report.event("done", f"reward model written to {out}", metrics=metrics)
+    return StageResult.read(out, model_dir=out)
 
 
 def tokenize_pairs(rows: list[dict[str, Any]], tokenizer: Any, max_length: int) -> tuple[list[dict[str, Any]], int]:
@@ -172,10 +173,13 @@ def _ids_dataset(pairs: list[dict[str, Any]]) -> Any:
                                        "rejected_ids": [p["rejected_ids"] for p in pairs]})
 
 
-def _stored_dtype(model_dir: Path) -> Any:
-    """The dtype the base model was stored in (the reward model is saved in it too)."""
-    import torch
-    from transformers import AutoConfig
+def rm_summary(cfg: RMStageConfig) -> dict[str, Any]:
+    m = manifest_metrics(cfg.output_dir)
+    return {"gains": [gain("held-out pairwise accuracy", m.get("eval_accuracy_before"), m.get("eval_accuracy_after")),
+                      gain("train pairwise accuracy", m.get("train_accuracy_before"), m.get("train_accuracy_after"))],
+            "details": {k: m[k] for k in ("steps", "pairs_train", "pairs_eval", "duration_s") if k in m}}
 
-    stored = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None) or torch.float32
-    return getattr(torch, stored) if isinstance(stored, str) else stored
+
+STAGE = Stage(NAME, RMStageConfig, run_rm,
+              "Train a reward model (TRL RewardTrainer) on a preference dataset; pairwise accuracy before/after.",
+              model_dir=output_folder, wire=trainer_inputs("preference"), summary=rm_summary)

@@ -13,35 +13,28 @@ pool and its prompts re-queued.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from posttrain.config import Schema
-from posttrain.errors import UserError
-from posttrain.manifest import MANIFEST, file_sha256, read_manifest, write_manifest
+from posttrain.manifest import finished_run, model_sha256, write_manifest
+from posttrain.models.loading import resolve_model
 from posttrain.rejection.metrics import BucketStats, summarize
 from posttrain.rejection.output import COLUMNS, DATA_FILE, chat_row, write_chat_parquet
 from posttrain.rejection.overlap import run_overlapped
 from posttrain.rejection.selection import SelectionConfig, select
 from posttrain.rejection.shards import ShardStore, fingerprint
-from posttrain.rejection.tasks import Batch, TaskRow, TasksConfig, load_tasks, make_batches, row_seed
+from posttrain.report import Progress, as_progress
 from posttrain.rollout.agent_loop import AgentLoopConfig, Episode, run_episodes
-from posttrain.rollout.pool import RolloutConfig, RolloutPool
+from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig, SamplingParams
+from posttrain.stages.contract import Stage, StageResult
+from posttrain.tasks import Batch, TaskRow, TasksConfig, Verifiers, VerifySettings, load_tasks, make_batches, row_seed
 
-Log = Callable[[str], None]
+NAME = "sample"
 MAX_ERROR_EXAMPLES = 20
-
-
-class VerifyConfig(Schema):
-    workers: int = Field(2, ge=1, description="verifier processes per environment")
-    timeout_s: float = Field(60.0, gt=0, description="per trajectory; a slower one is a failure, never a pass")
-    max_in_flight: int | None = Field(None, ge=1)
 
 
 class SampleSettings(Schema):
@@ -51,35 +44,39 @@ class SampleSettings(Schema):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="n = samples per prompt")
     agent: AgentLoopConfig = Field(default_factory=AgentLoopConfig)
     envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
-    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     batch_size: int = Field(16, ge=1, description="prompts per batch (and per shard)")
     seed: int = Field(0, description="per-prompt sampling seeds derive from it")
-    resume: bool = Field(True, description="reuse finished shards in out/shards (false: start over)")
+    resume: bool = Field(True, description="reuse finished shards in output_dir/shards (false: start over)")
 
 
 class SampleConfig(SampleSettings):
     """``posttrain sample`` config."""
 
+    renamed = {"out": "output_dir"}
     model: str = Field(description="HF model folder or known name (e.g. smollm2-135m-instruct)")
-    out: str = Field(description="output folder: data.parquet, manifest.json, shards/")
+    output_dir: Path = Field(description="output folder: data.parquet, manifest.json, shards/")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
 
-def run_sample(cfg: SampleConfig, pool: RolloutPool | None = None, log: Log | None = None) -> dict[str, Any]:
-    """Run the stage; returns the manifest. ``pool``: running workers to use (they must hold ``cfg.model``'s
-    weights); by default a pool is started from ``cfg.rollout`` and shut down at the end."""
-    from posttrain.models.loading import resolve_model
-
-    say = log or (lambda _msg: None)
-    out = Path(cfg.out)
-    model = resolve_model(cfg.model, key="model")
+def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | None = None, *,
+               pool: Any = None) -> StageResult:
+    """Run the stage. ``pool``: running rollout workers to use (they must hold ``cfg.model``'s weights); by default a
+    pool is started from ``cfg.rollout`` and shut down at the end."""
+    report = as_progress(progress, NAME)
+    out = Path(cfg.output_dir)
+    model = resolve_model(cfg.model, key=f"{source}: model")
+    config = cfg.model_dump(mode="json")
 
     # 1. Prompts, their sampling params (per bucket) and the batches they are cut into.
     rows, inputs = load_tasks(cfg.tasks, out / "tasks")
-    params = bucket_params(cfg.sampling, sorted({r.bucket for r in rows}))
+    params = cfg.sampling.per_bucket({r.bucket for r in rows})
     batches = make_batches(rows, cfg.batch_size)
     inputs[f"model:{model.name}"] = model_sha256(model)
+    if finished_run(out, NAME, config, inputs):
+        report.say(f"{out} already holds these samples (same config and inputs); nothing to do")
+        return StageResult.read(out)
 
     # 2. Shards: what an earlier run of the same config already finished is skipped.
     decides = {"model": inputs[f"model:{model.name}"], "tasks": inputs, "sampling": {b: p.model_dump() for b, p in
@@ -87,7 +84,7 @@ def run_sample(cfg: SampleConfig, pool: RolloutPool | None = None, log: Log | No
                "seed": cfg.seed}
     store = ShardStore(out / "shards", fingerprint(decides), resume=cfg.resume)
     todo = [b for b in batches if not store.done(b.index)]
-    say(f"{len(rows)} prompts in {len(batches)} batches; {len(batches) - len(todo)} already done")
+    report.say(f"{len(rows)} prompts in {len(batches)} batches; {len(batches) - len(todo)} already done")
 
     # 3. Generate and verify, overlapped; each finished batch becomes a shard.
     timing: dict[str, Any] = {}
@@ -95,26 +92,26 @@ def run_sample(cfg: SampleConfig, pool: RolloutPool | None = None, log: Log | No
     if todo:
         own_pool = pool is None
         if pool is None:
-            say(f"starting {cfg.rollout.num_workers} {cfg.rollout.engine} rollout worker(s) for {model}")
+            from posttrain.rollout.pool import RolloutPool
+
+            report.say(f"starting {cfg.rollout.num_workers} {cfg.rollout.engine} rollout worker(s) for {model}")
             pool = RolloutPool.from_config(model, cfg.rollout)
-        verifiers = start_verifiers(cfg, {b.env for b in todo})
         try:
-            def generate(batch: Batch) -> list[Episode]:
-                return generate_batch(pool, batch, params, cfg)
+            with Verifiers.start(cfg.verify, {b.env for b in todo}, cfg.envs) as verifiers:
+                def generate(batch: Batch) -> list[Episode]:
+                    return generate_batch(pool, batch, params, cfg)
 
-            def finish(batch: Batch, episodes: list[Episode]) -> None:
-                records = verify_batch(verifiers[batch.env], batch, episodes)
-                store.write(batch.index, records)
-                passed = sum(s["passed"] for r in records for s in r["samples"])
-                say(f"batch {batch.index + 1}/{len(batches)} ({batch.env}, {len(batch.rows)} prompts): "
-                    f"{sum(len(r['samples']) for r in records)} samples, {passed} passed")
+                def finish(batch: Batch, episodes: list[Episode]) -> None:
+                    records = verify_batch(verifiers[batch.env], batch, episodes)
+                    store.write(batch.index, records)
+                    passed = sum(s["passed"] for r in records for s in r["samples"])
+                    report.say(f"batch {batch.index + 1}/{len(batches)} ({batch.env}, {len(batch.rows)} prompts): "
+                               f"{sum(len(r['samples']) for r in records)} samples, {passed} passed")
 
-            restarts_before = pool.restarts
-            times = run_overlapped(todo, generate, finish)
-            restarts = pool.restarts - restarts_before
+                restarts_before = pool.restarts
+                times = run_overlapped(todo, generate, finish)
+                restarts = pool.restarts - restarts_before
         finally:
-            for verifier in verifiers.values():
-                verifier.close()
             if own_pool:
                 pool.shutdown()
         timing = {"wall_s": round(times.wall_s, 3), "generate_s": round(times.generate_s, 3),
@@ -128,59 +125,15 @@ def run_sample(cfg: SampleConfig, pool: RolloutPool | None = None, log: Log | No
     metrics.update(timing=timing, rollout_restarts=restarts,
                    batches={"total": len(batches), "from_earlier_run": len(batches) - len(todo),
                             "generated": len(todo)})
-    manifest = {"stage": "sample", "kind": "chat", "columns": COLUMNS, "config": cfg.model_dump(mode="json"),
-                "inputs": inputs, "outputs": {DATA_FILE: data_sha}, "metrics": metrics}
-    if todo or not _same_run(out, manifest):  # a re-run that changed nothing leaves the manifest (and its timing)
-        write_manifest(out, manifest)
-    else:
-        manifest = read_manifest(out)
+    write_manifest(out, {"stage": NAME, "kind": "chat", "columns": COLUMNS, "config": config, "inputs": inputs,
+                         "outputs": {DATA_FILE: data_sha}, "metrics": metrics})
     total = metrics["total"]
-    say(f"kept {total['kept']} of {total['samples']} samples ({total['passed']} passed); pass@1 "
-        f"{total['pass@1']:.3f}; wrote {len(data_rows)} rows to {out / DATA_FILE}")
-    return json.loads(json.dumps(manifest))
+    report.say(f"kept {total['kept']} of {total['samples']} samples ({total['passed']} passed); pass@1 "
+               f"{total['pass@1']:.3f}; wrote {len(data_rows)} rows to {out / DATA_FILE}")
+    return StageResult.read(out)
 
 
-def model_sha256(model: Path) -> str:
-    """What decides a model's samples: its weights, config and tokenizer files (not a stage's manifest or logs)."""
-    h = hashlib.sha256()
-    for p in sorted(model.iterdir()):
-        if p.is_file() and p.suffix in (".safetensors", ".json", ".jinja", ".model", ".txt") and p.name != MANIFEST:
-            h.update(p.name.encode())
-            h.update(file_sha256(p).encode())
-    return h.hexdigest()
-
-
-def _same_run(out: Path, manifest: dict[str, Any]) -> bool:
-    if not (out / MANIFEST).is_file():
-        return False
-    previous = read_manifest(out)
-    return all(previous.get(k) == json.loads(json.dumps(manifest[k])) for k in ("stage", "config", "inputs", "outputs"))
-
-
-def bucket_params(sampling: SamplingConfig, buckets: list[str]) -> dict[str, SamplingParams]:
-    sampling.check_buckets(buckets)
-    if sampling.seed is not None or any(b.seed is not None for b in sampling.buckets.values()):
-        raise UserError("sampling.seed: per-prompt seeds derive from the top-level `seed` key; remove sampling.seed")
-    return {b: sampling.resolve(b) for b in buckets}
-
-
-def start_verifiers(cfg: SampleConfig, envs: set[str]) -> dict[str, Any]:
-    """One VerifyPool per environment (closed again if one of them cannot start)."""
-    from posttrain.verify_pool import VerifyPool
-
-    verifiers: dict[str, Any] = {}
-    try:
-        for env in sorted(envs):
-            verifiers[env] = VerifyPool(env, workers=cfg.verify.workers, max_in_flight=cfg.verify.max_in_flight,
-                                        timeout_s=cfg.verify.timeout_s, env_kwargs=cfg.envs.get(env))
-    except BaseException:
-        for verifier in verifiers.values():
-            verifier.close()
-        raise
-    return verifiers
-
-
-def generate_batch(pool: RolloutPool, batch: Batch, params: dict[str, SamplingParams],
+def generate_batch(pool: Any, batch: Batch, params: dict[str, SamplingParams],
                    cfg: SampleConfig) -> list[Episode]:
     """N episodes per prompt of one batch; each prompt's seed comes from the run's seed and the prompt."""
     sampling = [params[row.bucket].with_updates(seed=row_seed(cfg.seed, row)) for row in batch.rows]
@@ -243,3 +196,8 @@ def _assemble(store: ShardStore, batches: list[Batch],
     metrics.update(rows=len(rows), tokens=metrics["total"]["kept_total_tokens"],
                    selection=selection.model_dump(), error_examples=errors)
     return rows, metrics
+
+
+STAGE = Stage(NAME, SampleConfig, run_sample,
+              "Sample N episodes per task prompt, verify them in their environments, keep verified successes as SFT "
+              "data.")

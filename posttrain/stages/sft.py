@@ -16,28 +16,21 @@ from typing import Any
 from pydantic import Field
 
 from posttrain.config import Schema
+from posttrain.data.formats import ROLES
 from posttrain.errors import UserError
+from posttrain.manifest import finished_run, start_fresh
 from posttrain.models.loading import load_tokenizer, resolve_model
-from posttrain.stages.reporting import print_summary, say, training_metrics
-from posttrain.stages.training import (
-    LoraSettings,
-    TrainSettings,
-    already_done,
-    built_dataset,
-    callbacks,
-    fit,
-    load_model,
-    peft_config,
-    save_model,
-    sft_arguments,
-    split_eval,
-    stage_inputs,
-    start_fresh,
-    write_outputs,
-)
+from posttrain.report import Progress, as_progress
+from posttrain.report.tables import print_finished
+from posttrain.stages.contract import Stage, StageResult, output_folder, trainer_inputs, training_summary
+from posttrain.training.arguments import sft_arguments
+from posttrain.training.checkpoints import fit
+from posttrain.training.data import built_dataset, split_eval, training_inputs
+from posttrain.training.model import load_model, peft_config, save_model
+from posttrain.training.outputs import training_metrics, write_outputs
+from posttrain.training.settings import LoraSettings, TrainSettings
 
-STAGE = "sft"
-ROLES = ("system", "user", "assistant", "tool")
+NAME = "sft"
 
 
 class SFTTrain(TrainSettings):
@@ -55,20 +48,23 @@ class SFTStageConfig(Schema):
     resume: bool = Field(True, description="Resume from the newest checkpoint in output_dir/checkpoints.")
 
 
-def run_sft(cfg: SFTStageConfig, source: str = "config") -> Path:
-    """Run SFT as configured; ``source`` (the config file) prefixes error messages. Returns the output folder."""
+def run_sft(cfg: SFTStageConfig, source: str = "config", progress: Progress | None = None) -> StageResult:
+    """Run SFT as configured; ``source`` (the config file) prefixes error messages."""
     from trl import SFTTrainer
 
+    from posttrain.training.callbacks import training_callbacks
+
+    report = as_progress(progress, NAME)
     out = cfg.output_dir
     config = cfg.model_dump(mode="json")
 
     # 1. Inputs: the model (folder or known name) and the built chat dataset. Same config + inputs as last time: done.
     model_dir = resolve_model(cfg.model, key=f"{source}: model")
     dataset, _ = built_dataset(cfg.data, "chat", source)
-    inputs = stage_inputs(cfg.data, model_dir)
-    if already_done(out, STAGE, config, inputs):
-        say(f"sft: {out} is already trained with this config and these inputs; nothing to do")
-        return out
+    inputs = training_inputs(cfg.data, model_dir)
+    if finished_run(out, NAME, config, inputs):
+        report.say(f"{out} is already trained with this config and these inputs; nothing to do")
+        return StageResult.read(out, model_dir=out)
     start_fresh(out)
 
     # 2. Rows: checked one by one, tools decoded for the chat template, lengths measured so truncation is reported.
@@ -77,31 +73,31 @@ def run_sft(cfg: SFTStageConfig, source: str = "config") -> Path:
     lengths = conversation_lengths(rows, tokenizer)
     truncated = sum(n > cfg.train.max_length for n in lengths)
     if truncated:
-        say(f"warning: {truncated} of {len(lengths)} conversations are longer than train.max_length="
-            f"{cfg.train.max_length} tokens and will be truncated (longest: {max(lengths)})")
+        report.say(f"warning: {truncated} of {len(lengths)} conversations are longer than train.max_length="
+                   f"{cfg.train.max_length} tokens and will be truncated (longest: {max(lengths)})")
     train_rows, eval_rows = split_eval(rows, cfg.train.eval_fraction, cfg.train.seed)
 
     # 3. Model and trainer: TRL's SFTTrainer; LoRA through peft when configured.
     model, stored_dtype = load_model(model_dir)
-    args = sft_arguments(cfg.train, out, has_eval=eval_rows is not None,
+    args = sft_arguments(cfg.train, out, evaluate=eval_rows is not None,
                          assistant_only_loss=cfg.train.assistant_only_loss)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
                          processing_class=tokenizer, peft_config=peft_config(cfg.lora),
-                         callbacks=callbacks(cfg.train, out))
+                         callbacks=training_callbacks(cfg.train, out, report))
 
     # 4. Train (resuming from the newest checkpoint) and evaluate on the held-out rows.
-    result, eval_metrics = fit(trainer, out, cfg.resume)
+    trained, eval_metrics = fit(trainer, out, cfg.resume)
 
     # 5. Outputs: the model and tokenizer, metrics.jsonl, the manifest, a summary table.
     outputs = save_model(trainer, out, tokenizer, cfg.lora, stored_dtype)
-    if trainer.is_world_process_zero():
-        metrics = training_metrics(result, eval_metrics, trainer.state.log_history, trainer.state.global_step)
-        metrics.update(rows_train=len(train_rows), rows_eval=len(eval_rows) if eval_rows is not None else 0,
-                       rows_truncated=truncated, dataset_tokens=sum(lengths))
-        write_outputs(out, STAGE, config, inputs, outputs, metrics, trainer.state.log_history,
-                      cfg.train.keep_checkpoints)
-        print_summary("sft", out, metrics)
-    return out
+    if not trainer.is_world_process_zero():
+        return StageResult(out, {}, out)
+    metrics = training_metrics(trained, eval_metrics, trainer.state.log_history, trainer.state.global_step)
+    metrics.update(rows_train=len(train_rows), rows_eval=len(eval_rows) if eval_rows is not None else 0,
+                   rows_truncated=truncated, dataset_tokens=sum(lengths))
+    write_outputs(out, NAME, config, inputs, outputs, metrics, trainer.state.log_history, cfg.train.keep_checkpoints)
+    print_finished(NAME, out, metrics)
+    return StageResult.read(out, model_dir=out)
 
 
 def chat_rows(dataset: Any, where: Path, need_assistant: bool) -> Any:
@@ -152,3 +148,9 @@ def conversation_lengths(rows: Any, tokenizer: Any) -> list[int]:
         for messages, tools in zip(rows["messages"], rows["tools"], strict=True)
     ]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+STAGE = Stage(NAME, SFTStageConfig, run_sft,
+              "Supervised fine-tuning on a built `chat` dataset (assistant-only loss, tools, packing, LoRA).",
+              model_dir=output_folder, policy=True, eval_name=NAME, wire=trainer_inputs("sft"),
+              summary=training_summary)

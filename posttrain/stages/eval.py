@@ -16,32 +16,39 @@ missing, and the same config with the same inputs again is a no-op.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from posttrain.errors import UserError
 from posttrain.evaluation.chat import answer_prompts, compare, load_chat_prompts
-from posttrain.evaluation.config import EvalConfig, bucket_params, model_dirs
+from posttrain.evaluation.config import EvalConfig, model_dirs
 from posttrain.evaluation.metrics import ACCURACY, PASS_AT_K, set_metrics
 from posttrain.evaluation.parts import Part, read_part, write_part
-from posttrain.evaluation.progress import EvalProgress
-from posttrain.evaluation.table import comparison, markdown
+from posttrain.evaluation.table import comparison, markdown, rich_table
 from posttrain.evaluation.workers import ModelWorkers, load_order
-from posttrain.manifest import file_sha256, read_manifest, write_json, write_manifest
-from posttrain.preference.data import write_jsonl
+from posttrain.manifest import (
+    file_sha256,
+    finished_run,
+    model_sha256,
+    read_manifest,
+    write_json,
+    write_jsonl,
+    write_manifest,
+)
 from posttrain.rejection.overlap import run_overlapped
 from posttrain.rejection.shards import fingerprint
-from posttrain.rejection.tasks import Batch, TaskRow, load_tasks, make_batches, row_seed
+from posttrain.report import Progress, as_progress, results
+from posttrain.report.live import JobsBar
 from posttrain.rollout.agent_loop import run_episodes
 from posttrain.rollout.sampling import SamplingParams
-from posttrain.stages.sample import model_sha256, start_verifiers, verify_batch
-from posttrain.stages.training import already_done
+from posttrain.stages.contract import Stage, StageResult, Wiring
+from posttrain.stages.sample import verify_batch
+from posttrain.tasks import Batch, TaskRow, Verifiers, load_tasks, make_batches, row_seed
 
-STAGE = "eval"
+NAME = "eval"
 REFERENCE = "_reference"  # the chat reference when it is a folder rather than one of `models` (not a valid name)
 PASS_AT_K_SEED = 1_000_003  # pass@k samples use other seeds than a sampled accuracy answer: independent draws
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -74,12 +81,13 @@ class Plan:
     jobs: list[Job]
 
 
-def run_eval(cfg: EvalConfig, source: str = "config", log: Log | None = None, workers: Any = None,
-             scorer: Any = None) -> dict[str, Any]:
-    """Run the eval; returns the manifest (``metrics`` holds the results and the table). ``workers``: a running
+def run_eval(cfg: EvalConfig, source: str = "config", progress: Progress | None = None, *, workers: Any = None,
+             scorer: Any = None) -> StageResult:
+    """Run the eval; the manifest's ``metrics`` hold the results and the table. ``workers``: a running
     ``RolloutPool`` to use while models are compatible with it (not shut down here); ``scorer``: a chat scorer to use
     instead of opening ``chat.scorer`` (anything with ``score(prompts, responses)``)."""
-    say = log or (lambda _msg: None)
+    report = as_progress(progress, NAME)
+    say = report.say
     out = Path(cfg.output_dir)
     config = cfg.model_dump(mode="json")
 
@@ -87,9 +95,9 @@ def run_eval(cfg: EvalConfig, source: str = "config", log: Log | None = None, wo
     models = model_dirs(cfg, source)
     sets = {name: load_tasks(tasks, out / "sets" / name, key=f"sets.{name}") for name, tasks in cfg.sets.items()}
     buckets = sorted({row.bucket for rows, _ in sets.values() for row in rows})
-    params = {ACCURACY: bucket_params(cfg.sampling, buckets, "sampling")}
+    params = {ACCURACY: cfg.sampling.per_bucket(buckets, "sampling", n=1)}
     if cfg.pass_at_k is not None:
-        params[PASS_AT_K] = bucket_params(cfg.pass_at_k.sampling, buckets, "pass_at_k.sampling", n=cfg.pass_at_k.n)
+        params[PASS_AT_K] = cfg.pass_at_k.sampling.per_bucket(buckets, "pass_at_k.sampling", n=cfg.pass_at_k.n)
     ks = cfg.pass_at_k.k if cfg.pass_at_k is not None else []
     inputs = {f"model:{name}": model_sha256(path) for name, path in models.items()}
     for _, set_inputs in sets.values():
@@ -97,14 +105,14 @@ def run_eval(cfg: EvalConfig, source: str = "config", log: Log | None = None, wo
     chat_prompts, chat_stats, reference = [], {}, None
     if cfg.chat is not None:
         chat_prompts, chat_inputs, chat_stats = load_chat_prompts(cfg.chat, out / "sets" / "chat", source)
-        bucket_params(cfg.chat.sampling, sorted({p["bucket"] for p in chat_prompts}), "chat.sampling")
+        cfg.chat.sampling.per_bucket({p["bucket"] for p in chat_prompts}, "chat.sampling", n=1)
         reference = _reference(cfg, models, inputs, source)
         inputs.update(chat_inputs)
         if cfg.chat.scorer.kind == "reward_model" and Path(cfg.chat.scorer.reward_model or "").is_dir():
             inputs["reward_model"] = model_sha256(Path(cfg.chat.scorer.reward_model))
-    if cfg.resume and already_done(out, STAGE, config, inputs):
+    if cfg.resume and finished_run(out, NAME, config, inputs):
         say(f"{out} already holds this evaluation; nothing to do")
-        return read_manifest(out)
+        return StageResult.read(out)
 
     # 2. What each model still needs (a finished part from an earlier run with the same inputs is reused).
     decides = {"sets": {name: set_inputs for name, (_, set_inputs) in sets.items()},
@@ -132,7 +140,7 @@ def run_eval(cfg: EvalConfig, source: str = "config", log: Log | None = None, wo
     seconds: dict[str, float] = {}
     try:
         if plan.jobs:
-            loaded, seconds = _generate_all(cfg, plan, parts, workers, out, say)
+            loaded, seconds = _generate_all(cfg, plan, parts, workers, out, report)
             loaded.update((name, "earlier run") for name in reused)
         done = {name: part for name, part in parts.items() if part is not None}
         assert len(done) == len(parts), "every model's part is finished here"
@@ -168,9 +176,9 @@ def run_eval(cfg: EvalConfig, source: str = "config", log: Log | None = None, wo
     write_json(out / "results.json", metrics)
     (out / "results.md").write_text(_report(cfg, columns, rows, metrics), encoding="utf-8")
     outputs = {f: file_sha256(out / f) for f in ("results.json", "results.md", "samples.jsonl")}
-    write_manifest(out, {"stage": STAGE, "config": config, "inputs": inputs, "outputs": outputs, "metrics": metrics})
+    write_manifest(out, {"stage": NAME, "config": config, "inputs": inputs, "outputs": outputs, "metrics": metrics})
     say(f"wrote {out / 'results.md'}")
-    return read_manifest(out)
+    return StageResult.read(out)
 
 
 def _reference(cfg: EvalConfig, models: dict[str, Path], inputs: dict[str, str], source: str) -> str:
@@ -205,7 +213,7 @@ def _jobs(cfg: EvalConfig, order: list[str], sets: dict[str, tuple[list[TaskRow]
 
 
 def _generate_all(cfg: EvalConfig, plan: Plan, parts: dict[str, Part | None], pool: Any, out: Path,
-                  say: Log) -> tuple[dict[str, str], dict[str, float]]:
+                  report: Progress) -> tuple[dict[str, str], dict[str, float]]:
     """Run every job: generation in this thread (switching models as the jobs do), verification and the writing of
     finished parts in the background, so batch i is verified while batch i+1 generates. Returns how each model got
     into the workers ("weights" or "started") and its generation seconds."""
@@ -215,10 +223,9 @@ def _generate_all(cfg: EvalConfig, plan: Plan, parts: dict[str, Part | None], po
     loaded: dict[str, str] = {}
     seconds: dict[str, float] = {}
     envs = {job.batch.env for job in jobs if job.batch is not None}
-    # start_verifiers reads only the `verify` and `envs` sections, which EvalConfig shares with SampleConfig
-    verifiers = start_verifiers(cfg, envs) if envs else {}  # type: ignore[arg-type]
+    verifiers = Verifiers.start(cfg.verify, envs, cfg.envs)
     building = {job.model: Part() for job in jobs}
-    progress = EvalProgress(len(jobs), say)
+    progress = JobsBar(NAME, len(jobs), report.say)
     workers = ModelWorkers(cfg.rollout, pool=pool, log=progress.note)
     try:
         with progress:
@@ -258,10 +265,9 @@ def _generate_all(cfg: EvalConfig, plan: Plan, parts: dict[str, Part | None], po
 
             run_overlapped(jobs, generate, finish)
     finally:
-        for verifier in verifiers.values():
-            verifier.close()
+        verifiers.close()
         workers.close()
-    say(f"rollout workers started {workers.starts} time(s); {workers.weight_updates} model(s) loaded by weight "
+    report.say(f"rollout workers started {workers.starts} time(s); {workers.weight_updates} model(s) loaded by weight "
         "update")
     return loaded, seconds
 
@@ -305,4 +311,52 @@ def _report(cfg: EvalConfig, columns: list[str], rows: list[dict[str, Any]], met
     return header + markdown(columns, rows) + "\n" + "\n".join(notes) + "\n"
 
 
-__all__ = ["EvalConfig", "run_eval"]
+
+# ----------------------------------------------------------------------------------------------- in the pipeline
+def show_table(done: StageResult) -> None:
+    results.print(rich_table(done.metrics["columns"], done.metrics["rows"], f"eval: {done.output_dir}"))
+
+
+def wire_eval(section: dict[str, Any], w: Wiring) -> None:
+    """Every model the run made (a list picks some by name), the data stage's task set of each set's name (default:
+    ``heldout``), and the chat win rate on the prompts the Chat track held out, scored by the run's reward model,
+    against ``sft``."""
+    models = section.get("models")
+    if models is None or isinstance(models, list):
+        wanted = list(w.models) if models is None else models
+        unknown = [m for m in wanted if m not in w.models]
+        if unknown:
+            raise UserError(f"{w.source}: eval: models: {', '.join(map(str, unknown))}: not a model of this run; "
+                            f"expected names among {', '.join(w.models)}, or a mapping name -> folder")
+        section["models"] = {name: w.models[name] for name in wanted}
+    if "sets" not in section and "data.heldout" in w.products:
+        section["sets"] = {"heldout": {}}
+    if isinstance(section.get("sets"), dict):  # a set without a source reads the data stage's dataset of its name
+        section["sets"] = {name: w.tasks(tasks, str(name), f"sets.{name}") for name, tasks in section["sets"].items()}
+    if "chat" not in section and w.enabled("rm") and "data.preference" in w.products:
+        section["chat"] = {}
+    chat = section.get("chat")
+    if isinstance(chat, dict):
+        split = w.shared.get("chat_split") or {}
+        if "prompts" not in chat:
+            chat["prompts"] = split.get("prompts") or w.dataset("preference", "chat.prompts")
+        for key in ("held_out_fraction", "split_seed"):  # only the prompts the Chat track never trained on
+            if key in split:
+                chat.setdefault(key, split[key])
+        chat.setdefault("reference", "sft" if "sft" in section["models"] else next(iter(section["models"])))
+        if "scorer" not in chat and w.enabled("rm"):
+            chat["scorer"] = {"kind": "reward_model", "reward_model": w.products["rm"]}
+
+
+def eval_summary(cfg: EvalConfig) -> dict[str, Any]:
+    m = read_manifest(cfg.output_dir)["metrics"]
+    return {"gains": [], "details": {}, "table": {"columns": m["columns"], "rows": m["rows"]}}
+
+
+def eval_products(cfg: EvalConfig, w: Wiring) -> None:
+    return None  # the end of the run: nothing reads its folder
+
+
+STAGE = Stage(NAME, EvalConfig, run_eval,
+              "Compare models on verifiable sets (accuracy, pass@k per bucket) and by win rate against the SFT model.",
+              wire=wire_eval, produces=eval_products, summary=eval_summary, show=show_table)

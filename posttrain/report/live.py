@@ -1,5 +1,5 @@
-"""Progress of an eval: a live bar over every generation job on a terminal, one plain line per finished job elsewhere
-(CI logs). Jobs are finished on a background thread (verification overlaps generation); rich's bar is thread-safe."""
+"""Live progress over a known number of jobs: a bar on a terminal, one plain line per finished job elsewhere (CI
+logs). Jobs may finish on a background thread (verification overlaps generation); rich's bar is thread-safe."""
 
 from __future__ import annotations
 
@@ -9,23 +9,23 @@ from typing import Any
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from posttrain.stages.reporting import console
+from posttrain.report.console import console
 
 
-class EvalProgress:
-    def __init__(self, total: int, log: Callable[[str], None] | None = None) -> None:
-        self.total, self.done = total, 0
+class JobsBar:
+    def __init__(self, label: str, total: int, log: Callable[[str], None] | None = None) -> None:
+        self.label, self.total, self.done = label, total, 0
         self.say = log or (lambda _msg: None)
         self.bar: Progress | None = None
         self.task: Any = None
 
-    def __enter__(self) -> EvalProgress:
+    def __enter__(self) -> JobsBar:
         if console.is_terminal and self.total:
-            self.bar = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(),
+            self.bar = Progress(TextColumn(f"[bold]{escape(self.label)}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                 console=console)
             self.bar.start()
-            self.task = self.bar.add_task("eval", total=self.total, info="")
+            self.task = self.bar.add_task(self.label, total=self.total, info="")
         return self
 
     def note(self, message: str) -> None:

@@ -17,9 +17,6 @@ terms.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +24,20 @@ from pydantic import Field
 
 from posttrain.config import Schema
 from posttrain.errors import UserError
-from posttrain.manifest import read_manifest, write_manifest
-from posttrain.rejection.tasks import TasksConfig
-from posttrain.rollout.pool import RolloutConfig, RolloutPool
+from posttrain.manifest import finished_run, model_sha256, read_manifest, write_manifest
+from posttrain.models.folders import link_folder
+from posttrain.models.loading import resolve_model
+from posttrain.report import Progress, as_progress
+from posttrain.report.tables import print_rows
+from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig
+from posttrain.stages.contract import Stage, StageResult, Wiring, gain, manifest_metrics
 from posttrain.stages.sample import SampleConfig, SampleSettings, run_sample
-from posttrain.stages.sft import SFTTrain
-from posttrain.stages.training import LoraSettings
+from posttrain.stages.sft import SFTStageConfig, SFTTrain, run_sft
+from posttrain.tasks import TasksConfig, load_tasks
+from posttrain.training.settings import LoraSettings
 
-Log = Callable[[str], None]
+NAME = "rs"
 
 
 class HeldOutConfig(Schema):
@@ -54,8 +56,9 @@ class RoundSFTConfig(Schema):
 class RSConfig(Schema):
     """``posttrain rs`` config."""
 
+    renamed = {"out": "output_dir"}
     model: str = Field(description="the starting policy: HF model folder or known name")
-    out: str
+    output_dir: Path = Field(description="round_<i>/ folders, model -> the last round's model, manifest.json")
     rounds: int = Field(1, ge=1)
     sample: SampleSettings
     heldout: HeldOutConfig
@@ -63,23 +66,31 @@ class RSConfig(Schema):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
 
-def run_rs(cfg: RSConfig, pool: RolloutPool | None = None, log: Log | None = None) -> dict[str, Any]:
-    """Run ``cfg.rounds`` rounds; returns the run's manifest. ``pool``: running workers holding ``cfg.model``'s
-    weights (by default they are started here, once, and shut down at the end)."""
-    from posttrain.models.loading import resolve_model
-
-    say = log or (lambda _msg: None)
-    out = Path(cfg.out)
-    base = resolve_model(cfg.model, key="model")
+def run_rs(cfg: RSConfig, source: str = "config", progress: Progress | None = None, *,
+           pool: Any = None) -> StageResult:
+    """Run ``cfg.rounds`` rounds. ``pool``: running workers holding ``cfg.model``'s weights (by default they are
+    started here, once, and shut down at the end)."""
+    report = as_progress(progress, NAME)
+    out = Path(cfg.output_dir)
+    base = resolve_model(cfg.model, key=f"{source}: model")
+    config = cfg.model_dump(mode="json")
     _check_sft(cfg)  # before any sampling, not after the first round's
+    inputs = {"model": model_sha256(base)}
+    for part in ("sample", "heldout"):  # the task sets' content, so that a rebuilt set is not taken as the same
+        inputs.update(load_tasks(getattr(cfg, part).tasks, out / "tasks" / part, key=f"{part}.tasks")[1])
+    if finished_run(out, NAME, config, inputs):
+        report.say(f"{out} already holds these rounds (same config, model and tasks); nothing to do")
+        return StageResult.read(out, model_dir=out / "model")
 
     own_pool = pool is None
     if pool is None:
+        from posttrain.rollout.pool import RolloutPool
+
         pool = RolloutPool.from_config(base, cfg.rollout)
     try:
         policy, loaded = base, base
-        say("round 0: held-out tasks with the starting policy")
-        before = _heldout(cfg, pool, policy, out / "round_0" / "heldout", say)
+        report.say("round 0: held-out tasks with the starting policy")
+        before = _heldout(cfg, pool, policy, out / "round_0" / "heldout", report)
         rounds: list[dict[str, Any]] = [{"round": 0, "model": str(policy), "heldout": before,
                                          "worker_pids": _worker_pids(pool)}]
         for i in range(1, cfg.rounds + 1):
@@ -89,28 +100,28 @@ def run_rs(cfg: RSConfig, pool: RolloutPool | None = None, log: Log | None = Non
                 loaded = policy
             pids = _worker_pids(pool)
 
-            say(f"round {i}: sampling the train tasks with {policy}")
+            report.say(f"round {i}: sampling the train tasks with {policy}", round_=i)
             settings = {**cfg.sample.model_dump(), "seed": cfg.sample.seed + i - 1}
-            data = run_sample(SampleConfig(**settings, model=str(policy), out=str(folder / "data"),
-                                           rollout=cfg.rollout), pool=pool, log=say)
+            data = run_sample(SampleConfig(**settings, model=str(policy), output_dir=folder / "data",
+                                           rollout=cfg.rollout), progress=report, pool=pool).manifest
             kept = data["metrics"]["rows"]
             if kept == 0:
-                say(f"round {i}: no sample passed verification; nothing to train on, stopping")
+                report.say(f"round {i}: no sample passed verification; nothing to train on, stopping", round_=i)
                 rounds.append({"round": i, "stopped": "no verified samples to train on",
                                "sample": _sample_summary(data)})
                 break
 
-            say(f"round {i}: SFT on {kept} verified samples")
-            model_dir = _run_sft(cfg, policy, folder)
+            report.say(f"round {i}: SFT on {kept} verified samples", round_=i)
+            model_dir = _run_sft(cfg, policy, folder, report)
             pool.update_weights_from_path(model_dir)
             policy = loaded = model_dir
 
-            say(f"round {i}: held-out tasks with the new policy")
-            after = _heldout(cfg, pool, policy, folder / "heldout", say)
+            report.say(f"round {i}: held-out tasks with the new policy", round_=i)
+            after = _heldout(cfg, pool, policy, folder / "heldout", report)
             record = {"round": i, "model": str(model_dir), "sample": _sample_summary(data),
                       "sft": read_manifest(model_dir).get("metrics", {}), "heldout_before": before,
                       "heldout": after, "worker_pids": pids}
-            write_manifest(folder, {"stage": "rs_round", "config": cfg.model_dump(mode="json"),
+            write_manifest(folder, {"stage": "rs_round", "config": config,
                                     "inputs": {"policy": str(rounds[-1]["model"])}, "metrics": record})
             rounds.append(record)
             before = after
@@ -118,19 +129,10 @@ def run_rs(cfg: RSConfig, pool: RolloutPool | None = None, log: Log | None = Non
         if own_pool:
             pool.shutdown()
 
-    _link(out / "model", policy)
-    manifest = {"stage": "rs", "config": cfg.model_dump(mode="json"), "inputs": {"model": str(base)},
-                "outputs": {"final_model": str(policy), "model": "model"}, "metrics": {"rounds": rounds}}
-    write_manifest(out, manifest)
-    return json.loads(json.dumps(manifest))
-
-
-def _link(link: Path, target: Path) -> None:
-    """``OUT/model`` -> the last round's model, so later stages can name one folder whatever the round count."""
-    tmp = link.with_name(link.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()), target_is_directory=True)
-    os.replace(tmp, link)
+    link_folder(out / "model", policy)
+    write_manifest(out, {"stage": NAME, "config": config, "inputs": inputs,
+                         "outputs": {"final_model": str(policy), "model": "model"}, "metrics": {"rounds": rounds}})
+    return StageResult.read(out, model_dir=out / "model")
 
 
 def _check_sft(cfg: RSConfig) -> None:
@@ -139,23 +141,21 @@ def _check_sft(cfg: RSConfig) -> None:
                         "rollout workers; set sft.lora.merge: true")
 
 
-def _run_sft(cfg: RSConfig, policy: Path, folder: Path) -> Path:
-    from posttrain.stages.sft import SFTStageConfig, run_sft
-
+def _run_sft(cfg: RSConfig, policy: Path, folder: Path, report: Progress) -> Path:
     sft = SFTStageConfig(model=str(policy), data=folder / "data", output_dir=folder / "model", train=cfg.sft.train,
                          lora=cfg.sft.lora)
-    return Path(run_sft(sft, source="rs config: sft"))
+    return run_sft(sft, source="rs config: sft", progress=report.for_stage("sft")).output_dir
 
 
-def _heldout(cfg: RSConfig, pool: RolloutPool, policy: Path, out: Path, say: Log) -> dict[str, Any]:
+def _heldout(cfg: RSConfig, pool: Any, policy: Path, out: Path, report: Progress) -> dict[str, Any]:
     """pass@1 per bucket on the held-out tasks (and the rest of the sample report), with the policy in ``pool``."""
     settings = cfg.sample.model_dump()
     settings.update(tasks=cfg.heldout.tasks.model_dump(), seed=cfg.heldout.seed)
     if cfg.heldout.sampling is not None:
         settings["sampling"] = cfg.heldout.sampling.model_dump()
-    manifest = run_sample(SampleConfig(**settings, model=str(policy), out=str(out), rollout=cfg.rollout), pool=pool,
-                          log=say)
-    return _sample_summary(manifest)
+    sampled = run_sample(SampleConfig(**settings, model=str(policy), output_dir=out, rollout=cfg.rollout),
+                         progress=report, pool=pool)
+    return _sample_summary(sampled.manifest)
 
 
 def _sample_summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -166,7 +166,7 @@ def _sample_summary(manifest: dict[str, Any]) -> dict[str, Any]:
                         for b, r in m["buckets"].items()}}
 
 
-def _worker_pids(pool: RolloutPool) -> list[int]:
+def _worker_pids(pool: Any) -> list[int]:
     """Which processes serve the pool now: the same pids in every round means the workers were reused."""
     import ray
 
@@ -185,3 +185,33 @@ def summary_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
                      **{f"heldout_{b}": v["pass@1"] for b, v in heldout.get("buckets", {}).items()},
                      "note": r.get("stopped", "")})
     return rows
+
+
+def show_rounds(done: StageResult) -> None:
+    print_rows("rejection-sampling rounds", summary_rows(done.manifest))
+
+
+def wire_rs(section: dict[str, Any], w: Wiring) -> None:
+    """The policy, the data stage's ``tasks`` to sample and ``heldout`` tasks to measure."""
+    section.setdefault("model", w.policy)
+    for part, dataset in (("sample", "tasks"), ("heldout", "heldout")):
+        sub = section.setdefault(part, {})
+        if isinstance(sub, dict):
+            sub["tasks"] = w.tasks(sub.get("tasks"), dataset, f"{part}.tasks")
+
+
+def rs_summary(cfg: RSConfig) -> dict[str, Any]:
+    rounds = manifest_metrics(cfg.output_dir)["rounds"]
+    measured = [r for r in rounds if r.get("heldout")]
+    gains = [gain("held-out pass@1", measured[0]["heldout"]["pass@1"], measured[-1]["heldout"]["pass@1"])]
+    first, last = measured[0]["heldout"].get("buckets", {}), measured[-1]["heldout"].get("buckets", {})
+    gains += [gain(f"held-out pass@1 {b}", first[b]["pass@1"], last[b]["pass@1"]) for b in first if b in last]
+    details = {"rounds": len(rounds) - 1, "kept_per_round": [r.get("sample", {}).get("kept") for r in rounds[1:]],
+               "stopped": next((r["stopped"] for r in rounds if r.get("stopped")), None)}
+    return {"gains": gains, "details": {k: v for k, v in details.items() if v is not None}}
+
+
+STAGE = Stage(NAME, RSConfig, run_rs,
+              "Iterative rejection-sampling SFT: `rounds` x (sample -> verify -> SFT), held-out pass@1 every round.",
+              model_dir=lambda cfg: Path(cfg.output_dir) / "model", policy=True, eval_name=NAME, wire=wire_rs,
+              summary=rs_summary, show=show_rounds)
