@@ -11,4 +11,4 @@ test: setup
 	.venv/bin/python -m pytest -q --timeout=900 --durations=30 tests
 
 lint: setup
-	.venv/bin/ruff check posttrain envs tests bench scripts
+	.venv/bin/ruff check posttrain envs tests bench scripts examples

@@ -25,15 +25,8 @@ def main() -> None:
     from posttrain.config import load_config
     from posttrain.models.loading import resolve_model
     from posttrain.rollout.pool import RolloutPool
-    from posttrain.stages.sample import (
-        SampleConfig,
-        bucket_params,
-        generate_batch,
-        run_sample,
-        start_verifiers,
-        verify_batch,
-    )
-    from posttrain.tasks import load_tasks, make_batches
+    from posttrain.stages.sample import SampleConfig, generate_batch, run_sample, verify_batch
+    from posttrain.tasks import Verifiers, load_tasks, make_batches
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/sample.yaml")
@@ -41,16 +34,16 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="rs-bench-") as tmp:
-        cfg = load_config(SampleConfig, args.config, [*args.overrides, f"out={tmp}/sample", "resume=false"])
+        cfg = load_config(SampleConfig, args.config, [*args.overrides, f"output_dir={tmp}/sample", "resume=false"])
         model = resolve_model(cfg.model)
         rows, _ = load_tasks(cfg.tasks, Path(tmp) / "tasks")
-        params = bucket_params(cfg.sampling, sorted({r.bucket for r in rows}))
+        params = cfg.sampling.per_bucket({r.bucket for r in rows})
         batches = make_batches(rows, cfg.batch_size)
         print(f"{len(rows)} prompts x n={sorted({p.n for p in params.values()})} in {len(batches)} batches of "
               f"<= {cfg.batch_size}; engine {cfg.rollout.engine}, {cfg.rollout.num_workers} worker(s)")
 
         pool = RolloutPool.from_config(model, cfg.rollout)
-        verifiers = start_verifiers(cfg, {b.env for b in batches})
+        verifiers = Verifiers.start(cfg.verify, {b.env for b in batches}, cfg.envs)
         try:
             warm = batches[0].__class__(index=0, env=batches[0].env, rows=batches[0].rows[:2])
             verify_batch(verifiers[warm.env], warm, generate_batch(pool, warm, params, cfg))  # start-up costs out
@@ -68,13 +61,12 @@ def main() -> None:
             n_episodes = sum(len(eps) for eps in episodes)
             del episodes
         finally:
-            for v in verifiers.values():
-                v.close()
+            verifiers.close()
 
         try:
             pool.update_weights_from_path(model)
             start = time.perf_counter()
-            manifest = run_sample(cfg, pool=pool)
+            manifest = run_sample(cfg, pool=pool).manifest
             stage_s = time.perf_counter() - start
         finally:
             pool.shutdown()

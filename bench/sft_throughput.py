@@ -108,17 +108,18 @@ def run_bare(model_dir: Path, data: Path, work: Path, args: argparse.Namespace) 
 def padding_waste(model_dir: Path, data: Path, work: Path, args: argparse.Namespace, packing: bool) -> dict[str, float]:
     """Pad positions / all positions over one pass of the training batches the stage's settings produce."""
     import datasets
-    from posttrain.stages.training import load_model, sft_arguments
     from trl import SFTTrainer
 
     from posttrain.models.loading import load_tokenizer
     from posttrain.stages.sft import SFTTrain, chat_rows
+    from posttrain.training.arguments import sft_arguments
+    from posttrain.training.model import load_model
 
     train = SFTTrain(batch_size=args.batch_size, max_length=args.max_length, packing=packing, report_to=[],
                      precision="fp32")
     rows = chat_rows(datasets.Dataset.from_parquet(str(data / "data.parquet")), data, need_assistant=True)
     model, _ = load_model(model_dir)
-    trainer = SFTTrainer(model=model, args=sft_arguments(train, Path(tempfile.mkdtemp(dir=work)), has_eval=False,
+    trainer = SFTTrainer(model=model, args=sft_arguments(train, Path(tempfile.mkdtemp(dir=work)), evaluate=False,
                                                          assistant_only_loss=True),
                          train_dataset=rows, processing_class=load_tokenizer(model_dir))
     real = total = batches = 0

@@ -53,7 +53,7 @@ def grpo_posttrain(model: Path, work: Path, steps: int) -> dict[str, float]:
         "rollout": {"engine": "hf", "resources": {"num_cpus": 2}},
     })
     start = time.perf_counter()
-    manifest = run_logic_track(cfg, source="bench")
+    manifest = run_logic_track(cfg, source="bench").manifest
     wall = time.perf_counter() - start
     history = [json.loads(line) for line in (work / "posttrain_grpo" / "metrics.jsonl").read_text().splitlines()]
     return grpo_numbers(manifest["metrics"]["duration_s"], wall, steps, history)
@@ -63,11 +63,11 @@ def grpo_bare(model: Path, work: Path, steps: int) -> dict[str, float]:
     import datasets
     import torch
     from math_verify import parse, verify
-    from posttrain.stages.training import use_bf16
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     from posttrain.data import build_dataset, load_built
+    from posttrain.training.arguments import use_bf16
 
     build_dataset(ROOT / "data_recipes/logic_easy_math.yaml", work / "tasks")
     tasks = [json.loads(r["task"]) for r in load_built(work / "tasks").to_list()]
@@ -116,12 +116,13 @@ def preference_pairs(work: Path) -> list[dict[str, Any]]:
 
 def dpo_posttrain(model: Path, work: Path, steps: int) -> dict[str, float]:
     from posttrain.preference.dpo import DPOTrain, train_dpo
+    from posttrain.report import Progress
 
     train = DPOTrain.model_validate({**DPO_SETTINGS, "max_steps": steps})
     pairs = preference_pairs(work)
     start = time.perf_counter()
     metrics, _, _ = train_dpo(model, model, pairs, [], train, work / "posttrain_dpo", resume=False,
-                              progress=lambda event: None, round_=1)
+                              progress=Progress("rl-chat", lambda event: None), round_=1)
     wall = time.perf_counter() - start
     return {"loop_s": metrics["duration_s"], "wall_s": wall, "steps_per_s": steps / metrics["duration_s"]}
 
@@ -129,9 +130,10 @@ def dpo_posttrain(model: Path, work: Path, steps: int) -> dict[str, float]:
 def dpo_bare(model: Path, work: Path, steps: int) -> dict[str, float]:
     import datasets
     import torch
-    from posttrain.stages.training import use_bf16
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
+
+    from posttrain.training.arguments import use_bf16
 
     s = DPO_SETTINGS
     dataset = datasets.Dataset.from_list(preference_pairs(work))

@@ -20,7 +20,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from posttrain.manifest import read_jsonl
+from posttrain.manifest import METRICS_FILE, read_jsonl
 
 
 def plot_run(out_dir: Path, folders: Mapping[str, Path]) -> dict[str, Path]:
@@ -53,7 +53,7 @@ def loss_logs(folders: Mapping[str, Path]) -> dict[str, list[tuple[str, list[dic
     """Panel title -> [(label, log rows)] for every trained stage found."""
     panels: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {}
     for stage in ("midtrain", "sft", "rm"):
-        if stage in folders and (rows := read_jsonl(folders[stage] / "metrics.jsonl", tolerant=True)):
+        if stage in folders and (rows := read_jsonl(folders[stage] / METRICS_FILE, tolerant=True)):
             panels[stage] = [(stage, rows)]
     if "rs" in folders:
         rounds = sorted(folders["rs"].glob("round_*/model/metrics.jsonl"), key=lambda p: int(p.parts[-3][6:]))
@@ -61,14 +61,14 @@ def loss_logs(folders: Mapping[str, Path]) -> dict[str, list[tuple[str, list[dic
         if found:
             panels["rejection-sampling SFT"] = found
     if "rl" in folders:
-        chat = read_jsonl(folders["rl"] / "chat" / "metrics.jsonl", tolerant=True)
+        chat = read_jsonl(folders["rl"] / "chat" / METRICS_FILE, tolerant=True)
         by_round: dict[int, list[dict[str, Any]]] = {}
         for row in chat:
             if row.get("kind") == "train":
                 by_round.setdefault(row.get("round", 0), []).append(row)
         if by_round:
             panels["chat track (DPO)"] = [(f"round {r}", rows) for r, rows in sorted(by_round.items())]
-        logic = read_jsonl(folders["rl"] / "logic" / "metrics.jsonl", tolerant=True)
+        logic = read_jsonl(folders["rl"] / "logic" / METRICS_FILE, tolerant=True)
         if any("loss" in r for r in logic):
             panels["logic track (GRPO)"] = [("logic", logic)]
     return panels
@@ -129,8 +129,8 @@ def plot_rs_rounds(path: Path, folders: Mapping[str, Path]) -> Path | None:
 def plot_tracks(path: Path, folders: Mapping[str, Path]) -> Path | None:
     if "rl" not in folders:
         return None
-    logic = read_jsonl(folders["rl"] / "logic" / "metrics.jsonl", tolerant=True)
-    chat = read_jsonl(folders["rl"] / "chat" / "metrics.jsonl", tolerant=True)
+    logic = read_jsonl(folders["rl"] / "logic" / METRICS_FILE, tolerant=True)
+    chat = read_jsonl(folders["rl"] / "chat" / METRICS_FILE, tolerant=True)
     if not logic and not chat:
         return None
     fig = Figure(figsize=(15, 4), dpi=100, layout="constrained")

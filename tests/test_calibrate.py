@@ -118,8 +118,8 @@ def test_temperature_end_to_end(engine, always4_dir, tasks_dir, tmp_path) -> Non
 
     out = tmp_path / "out"
     cfg = _config(always4_dir, tasks_dir, out, method="temperature")
-    logs: list[str] = []
-    manifest = run_calibrate(cfg, generator=engine, log=logs.append)
+    logs: list[dict] = []
+    manifest = run_calibrate(cfg, progress=logs.append, generator=engine).manifest
 
     assert manifest["status"] == "calibrated"
     m = manifest["metrics"]
@@ -150,8 +150,8 @@ def test_temperature_end_to_end(engine, always4_dir, tasks_dir, tmp_path) -> Non
 
     # Same config and inputs: nothing to do.
     logs.clear()
-    assert run_calibrate(cfg, generator=engine, log=logs.append) == manifest
-    assert any("nothing to do" in line for line in logs)
+    assert run_calibrate(cfg, progress=logs.append, generator=engine).manifest == manifest
+    assert any("nothing to do" in event["message"] for event in logs)
 
 
 def test_guard_fails_through_the_cli_and_keeps_the_input_model(always4_dir, tasks_dir, tmp_path) -> None:
@@ -241,7 +241,7 @@ def test_tuning_end_to_end_merged(engine, always4_dir, tasks_dir, tmp_path) -> N
     out = tmp_path / "out"
     cfg = _config(always4_dir, tasks_dir, out, method="tuning", tuning__max_steps=4, tuning__learning_rate=1e-2,
                   tuning__output="merged")
-    manifest = run_calibrate(cfg, generator=engine)
+    manifest = run_calibrate(cfg, generator=engine).manifest
     assert manifest["status"] == "calibrated" and manifest["output_model"] == "calibrated model"
     m = manifest["metrics"]
     assert m["training"]["steps"] == 4 and m["training"]["examples"] == m["train_answers"] == 24
@@ -264,7 +264,7 @@ def test_tuning_end_to_end_adapter_keeps_the_answers(engine, always4_dir, tasks_
 
     out = tmp_path / "out"
     cfg = _config(always4_dir, tasks_dir, out, method="tuning", tuning__max_steps=4, tuning__learning_rate=1e-2)
-    manifest = run_calibrate(cfg, generator=engine)
+    manifest = run_calibrate(cfg, generator=engine).manifest
     assert manifest["status"] == "calibrated" and "confidence adapter" in manifest["output_model"]
     m = manifest["metrics"]
     assert m["after"]["accuracy"] == m["before"]["accuracy"] and m["output"] == "adapter"
@@ -340,7 +340,7 @@ def test_rlcr_end_to_end(engine, always4_dir, tasks_dir, tmp_path) -> None:
                   rlcr={"train": {"max_steps": 2, "prompts_per_step": 2, "num_generations": 2, "learning_rate": 1e-3,
                                   "report_to": [], "save_steps": 100},
                         "sampling": {"max_tokens": 8}})
-    manifest = run_calibrate(cfg, generator=engine)
+    manifest = run_calibrate(cfg, generator=engine).manifest
     m = manifest["metrics"]
     assert m["training"]["steps"] == 2
     # The tiny model never writes the tag: every confidence is the fallback, and the report counts it.

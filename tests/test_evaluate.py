@@ -142,7 +142,7 @@ def eval_overrides(models: dict[str, Path], out: Path, recipe: Path, rm: Path) -
 def evaluated(tiny_models, reward_model, task_recipe, workers, tmp_path_factory) -> tuple[Path, dict, list[str]]:
     out = tmp_path_factory.mktemp("eval") / "out"
     overrides = eval_overrides(tiny_models, out, task_recipe, reward_model)
-    manifest = run_eval(load_config(EvalConfig, None, overrides), workers=workers)
+    manifest = run_eval(load_config(EvalConfig, None, overrides), workers=workers).manifest
     return out, manifest, overrides
 
 
@@ -284,13 +284,13 @@ def test_outputs_table_and_manifest(evaluated, tiny_models, reward_model) -> Non
 
 def test_rerun_is_a_no_op_and_a_new_model_reuses_the_others(evaluated, tiny_model_dir, workers) -> None:
     out, manifest, overrides = evaluated
-    again = run_eval(load_config(EvalConfig, None, overrides), workers=workers)
+    again = run_eval(load_config(EvalConfig, None, overrides), workers=workers).manifest
     assert again == manifest  # nothing generated: the stored manifest comes back
 
     models = json.loads(overrides[0].partition("=")[2])
     models["sft_copy"] = str(tiny_model_dir)  # the same folder under another name: a part of its own
     bigger = load_config(EvalConfig, None, [*overrides, f"models={json.dumps(models)}"])
-    result = run_eval(bigger, workers=workers)["metrics"]["models"]
+    result = run_eval(bigger, workers=workers).metrics["models"]
     assert {n: r["loaded"] for n, r in result.items()} == {
         "sft": "earlier run", "chat": "earlier run", "small": "earlier run", "sft_copy": "weights"}
     assert result["sft_copy"]["sets"] == result["sft"]["sets"]  # greedy + the same seeds: the same numbers

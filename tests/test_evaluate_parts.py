@@ -193,7 +193,7 @@ def test_bad_configs_name_the_file_and_key(tmp_path: Path, text: str, message: s
 def _run(tmp_path: Path, tiny: Path, *overrides: str) -> dict:
     cfg = load_config(EvalConfig, None, [f"models={{sft: {tiny}}}", f"output_dir={tmp_path / 'out'}",
                                          f"sets={{heldout: {{recipe: {HELDOUT}, limit: 4}}}}", *overrides])
-    return run_eval(cfg, source="eval.yaml")
+    return run_eval(cfg, source="eval.yaml").manifest
 
 
 def test_bad_inputs_fail_before_any_worker_starts(tmp_path: Path, tiny_model_dir: Path,

@@ -33,7 +33,7 @@ def config(model: Path, data: Path, out: Path, **train) -> MidtrainStageConfig:
 
 
 def test_midtrain_packs_documents_and_the_loss_falls(tiny_model_dir, text_data, tmp_path):
-    out = run_midtrain(config(tiny_model_dir, text_data, tmp_path / "out", eval_fraction=0.1))
+    out = run_midtrain(config(tiny_model_dir, text_data, tmp_path / "out", eval_fraction=0.1)).output_dir
     manifest = json.loads((out / "manifest.json").read_text())
     m = manifest["metrics"]
     assert manifest["stage"] == "midtrain" and m["steps"] == 5
@@ -57,7 +57,7 @@ def test_documents_end_with_the_pretraining_separator(tiny_model_dir, text_data)
 
 
 def test_without_split_packing_long_documents_are_reported(tiny_model_dir, text_data, tmp_path):
-    out = run_midtrain(config(tiny_model_dir, text_data, tmp_path / "plain", packing=False, max_steps=1))
+    out = run_midtrain(config(tiny_model_dir, text_data, tmp_path / "plain", packing=False, max_steps=1)).output_dir
     assert json.loads((out / "manifest.json").read_text())["metrics"]["documents_truncated"] == 1
 
 

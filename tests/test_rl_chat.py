@@ -26,7 +26,7 @@ def reward_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("rl_chat_rm") / "rm"
     return run_rm(load_config(RMStageConfig, None, [
         f"model={tiny_model_dir}", f"data={TINY_RECIPE}", f"output_dir={out}", "train.max_steps=6",
-        "train.learning_rate=1e-3", "train.max_length=256", "train.report_to=[]"]))
+        "train.learning_rate=1e-3", "train.max_length=256", "train.report_to=[]"])).output_dir
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_offline_dpo_raises_the_chosen_rejected_margin(tiny_model_dir: Path, tmp
     cfg = track_config(tiny_model_dir, tmp_path / "track", f"offline.data={TINY_RECIPE}", "win_rate.prompts=0",
                        "offline.train.max_steps=6", *[f"offline.train.{x}" for x in DPO])
     result = run_chat_track(cfg, progress=lambda e: None)
-    [summary] = result.rounds
+    [summary] = result.metrics["rounds"]
     dpo = summary["dpo"]
     assert summary["kind"] == "offline" and summary["trained"] and dpo["steps"] == 6
     # Policy starts equal to the reference: margin 0 at step 1, then rises on the training batches...
@@ -97,7 +97,7 @@ def test_on_policy_rounds_pairs_win_rate_weights_and_resume(tiny_model_dir: Path
             raise Interrupt()
 
     with pytest.raises(Interrupt):
-        run_chat_track(track_config(tiny_model_dir, out, "on_policy.rounds=1", *base), kill_at_checkpoint,
+        run_chat_track(track_config(tiny_model_dir, out, "on_policy.rounds=1", *base), progress=kill_at_checkpoint,
                        workers=workers)
     assert not (out / "rounds/01/manifest.json").exists()
     pairs_before = (out / "rounds/01/pairs.jsonl").read_text()
@@ -105,7 +105,7 @@ def test_on_policy_rounds_pairs_win_rate_weights_and_resume(tiny_model_dir: Path
     # 2. Run again: the round resumes from that checkpoint, on the same pairs.
     steps: list[int] = []
     run_chat_track(track_config(tiny_model_dir, out, "on_policy.rounds=1", *base),
-                   lambda e: steps.append(e["step"]) if e["event"] == "log" else None, workers=workers)
+                   progress=lambda e: steps.append(e["step"]) if e["event"] == "log" else None, workers=workers)
     assert steps and min(steps) == 2 and max(steps) == 3
     assert (out / "rounds/01/pairs.jsonl").read_text() == pairs_before
     round1 = json.loads((out / "rounds/01/manifest.json").read_text())
@@ -130,11 +130,11 @@ def test_on_policy_rounds_pairs_win_rate_weights_and_resume(tiny_model_dir: Path
     assert stats["pairs"] == len(pairs) > 0
 
     # 3. Two rounds now: round 1 is kept as it was, round 2 starts from its model.
-    result = run_chat_track(track_config(tiny_model_dir, out, "on_policy.rounds=2", *base), lambda e: None,
-                            workers=workers)
+    result = run_chat_track(track_config(tiny_model_dir, out, "on_policy.rounds=2", *base),
+                            progress=lambda e: None, workers=workers)
     assert (out / "rounds/01/manifest.json").stat().st_mtime_ns == mtime1
-    assert [r["round"] for r in result.rounds] == [1, 2]
-    round2 = result.rounds[1]
+    assert [r["round"] for r in result.metrics["rounds"]] == [1, 2]
+    round2 = result.metrics["rounds"][1]
     assert round2["dpo"]["reference"] == str(out / "rounds/01/model")
 
     # The workers answered the win-rate prompts with round 2's weights (pushed by update_weights_from_path).
@@ -158,7 +158,7 @@ def test_on_policy_rounds_pairs_win_rate_weights_and_resume(tiny_model_dir: Path
     assert {k: stored[k] for k in again} == again and stored["compared"] == 5
     trained_ids = {r["id"] for r in samples} | {p["id"] for p in read_jsonl(out / "rounds/02/samples.jsonl")}
     assert trained_ids.isdisjoint(a["id"] for a in answers)
-    assert result.win_rate == stored["rate"]
+    assert result.metrics["final_win_rate"] == stored["rate"]
 
     # Track outputs: metrics.jsonl per round, the final model, the manifest.
     rows = read_jsonl(out / "metrics.jsonl")
@@ -212,7 +212,7 @@ def test_judge_selected_by_config_with_no_usable_ratings_leaves_the_policy_uncha
                        "scorer.judge_rollout.engine=hf", "scorer.judge_rollout.resources.num_cpus=0.5",
                        "scorer.judge_sampling.max_tokens=3", "win_rate.prompts=2", "win_rate.sampling.max_tokens=4")
     result = run_chat_track(cfg, progress=lambda e: None, workers=workers)
-    [summary] = result.rounds
+    [summary] = result.metrics["rounds"]
     pairs = summary["pairs"]
     assert summary["trained"] is False and summary["model_dir"] == str(tiny_model_dir)
     assert pairs["prompts"] == 3 and pairs["pairs"] == 0

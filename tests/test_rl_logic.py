@@ -185,8 +185,9 @@ def test_a_short_run_writes_model_metrics_manifest_and_keeps_the_workers_on_the_
                          heldout={"tasks": {"dataset": task_dataset(built_dataset_writer, tmp_path / "h", heldout)},
                                   "every_steps": 2},
                          train={"report_to": ["tensorboard"]})
-    rows: list[dict] = []
-    manifest = run_logic_track(config, progress=rows.append, pool=pool)
+    events: list[dict] = []
+    manifest = run_logic_track(config, progress=events.append, pool=pool).manifest
+    rows = [e for e in events if e["event"] == "log"]
 
     out = tmp_path / "out"
     metrics = manifest["metrics"]
@@ -200,8 +201,10 @@ def test_a_short_run_writes_model_metrics_manifest_and_keeps_the_workers_on_the_
     assert any(str(p).endswith("data.parquet") for p in manifest["inputs"]) or manifest["inputs"]
 
     logged = read_jsonl(out / "metrics.jsonl")
-    assert logged == [{k: v for k, v in r.items() if k != "max_steps"} for r in rows]
-    assert all(r["max_steps"] == 2 for r in rows)
+    # The caller's progress got every logged row (its numbers) as it was logged.
+    assert [{k: v for k, v in r.items() if isinstance(v, int | float) and k != "step"} for r in logged] == [
+        {k: v for k, v in r["metrics"].items() if k != "step"} for r in rows]
+    assert [r["step"] for r in logged] == [r["step"] for r in rows] and all(r["max_steps"] == 2 for r in rows)
     train_rows = [r for r in logged if "reward" in r]
     assert [r["step"] for r in train_rows] == [1, 2]
     seen = {k for r in train_rows for k, v in r.items() if v is not None}
@@ -239,8 +242,8 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_a_finished_one_is_not_reru
                  "every_steps": 3},
         train={"max_steps": 3, "save_steps": 1, "prompts_per_step": 2})
 
-    def crash_at_step_2(row: dict) -> None:
-        if row["step"] == 2 and "loss" in row:  # logged before step 2's checkpoint is written: like a kill
+    def crash_at_step_2(event: dict) -> None:
+        if event["step"] == 2 and "loss" in event["metrics"]:  # logged before step 2's checkpoint: like a kill
             raise _Crash
 
     with pytest.raises(_Crash):
@@ -249,15 +252,16 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_a_finished_one_is_not_reru
     assert not (out / "manifest.json").exists() and (out / "checkpoints" / "checkpoint-1").is_dir()
 
     rows: list[dict] = []
-    manifest = run_logic_track(config, progress=rows.append, pool=pool)
-    assert manifest["metrics"]["steps"] == 3 and [r["step"] for r in rows if "loss" in r] == [2, 3]
+    manifest = run_logic_track(config, progress=rows.append, pool=pool).manifest
+    assert manifest["metrics"]["steps"] == 3 and [r["step"] for r in rows if "loss" in r["metrics"]] == [2, 3]
     logged = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in logged if "loss" in r] == [1, 2, 3]  # each step once, none lost
     assert [r["step"] for r in logged if "heldout/reward" in r] == [0, 3]  # the start is not evaluated again
     assert manifest["metrics"]["weight_sync"]["pushes"] == 3  # resumed weights first, then steps 2 and 3
 
     again: list[dict] = []
-    assert run_logic_track(config, progress=again.append, pool=pool) == manifest and again == []
+    assert run_logic_track(config, progress=again.append, pool=pool).manifest == manifest
+    assert [e["event"] for e in again] == ["phase"] and "nothing to do" in again[0]["message"]  # no training
 
 
 def test_rloo_advantages_are_leave_one_out(pool, plugin_envs, tiny_model_dir, tmp_path) -> None:
@@ -310,7 +314,7 @@ def test_reward_rises_on_a_learnable_task(pool, plugin_envs, tiny_model_dir, bui
                  "every_steps": 10, "samples_per_task": 2, "temperature": 1.0},
         train={"max_steps": 20, "num_generations": 4, "learning_rate": 3e-2},
         rewards={"format_penalty": 0.0})
-    metrics = run_logic_track(config, pool=pool)["metrics"]
+    metrics = run_logic_track(config, pool=pool).metrics
     before, after = metrics["heldout_before"]["heldout/reward"], metrics["heldout_after"]["heldout/reward"]
     rewards = [r["reward"] for r in read_jsonl(tmp_path / "out" / "metrics.jsonl") if "reward" in r]
     assert before < 0.1 and after > before + 0.4, (before, after, rewards)
@@ -327,7 +331,7 @@ def test_the_track_runs_inside_a_ray_actor(pool, plugin_envs, tiny_model_dir, bu
             from posttrain.stages.rl_logic import run_logic_track
 
             rows: list[dict] = []
-            return run_logic_track(config, progress=rows.append), [r["step"] for r in rows]
+            return run_logic_track(config, progress=rows.append).manifest, [r["step"] for r in rows]
 
     digits = plugin_envs["digits"]
     config = base_config(tiny_model_dir, tmp_path / "out",

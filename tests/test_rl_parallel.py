@@ -57,7 +57,7 @@ def test_failing_track_keeps_the_other_and_rerun_finishes_only_the_failed_one(ti
     chat_weights = (out / "chat/model/model.safetensors").stat().st_mtime_ns
 
     # 2. Fixed and re-run: the finished Chat track is a no-op, the Logic track trains.
-    result = run(config(tiny_model_dir, out))
+    result = run(config(tiny_model_dir, out)).manifest
     assert {t: s["status"] for t, s in result["tracks"].items()} == {"chat": "ok", "logic": "ok"}
     assert (out / "chat/model/model.safetensors").stat().st_mtime_ns == chat_weights
     logic_manifest = json.loads((out / "logic/manifest.json").read_text())

@@ -24,7 +24,7 @@ def rm_config(model: Path, out: Path, *extra: str) -> RMStageConfig:
 
 @pytest.fixture(scope="module")
 def trained_rm(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_rm(rm_config(tiny_model_dir, tmp_path_factory.mktemp("rm") / "rm"))
+    return run_rm(rm_config(tiny_model_dir, tmp_path_factory.mktemp("rm") / "rm")).output_dir
 
 
 def test_reward_model_learns_easy_preferences(trained_rm: Path) -> None:
@@ -68,7 +68,7 @@ def test_saved_reward_model_scores_like_training_measured(trained_rm: Path) -> N
 
 def test_rerunning_the_same_config_is_a_no_op(trained_rm: Path, tiny_model_dir: Path) -> None:
     before = (trained_rm / "manifest.json").stat().st_mtime_ns
-    assert run_rm(rm_config(tiny_model_dir, trained_rm)) == trained_rm
+    assert run_rm(rm_config(tiny_model_dir, trained_rm)).output_dir == trained_rm
     assert (trained_rm / "manifest.json").stat().st_mtime_ns == before
 
 

@@ -41,7 +41,7 @@ def test_two_rounds_reuse_the_workers_and_measure_the_held_out_set(tiny_model_di
     heldout = write_parity_tasks(tmp_path / "heldout", 4, seed=6)
     out = tmp_path / "rs"
     cfg = load_config(RSConfig, None, _rs_overrides(tiny_model_dir, out, train, heldout))
-    manifest = run_rs(cfg)
+    manifest = run_rs(cfg).manifest
 
     rounds = manifest["metrics"]["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
@@ -70,7 +70,7 @@ def test_two_rounds_reuse_the_workers_and_measure_the_held_out_set(tiny_model_di
 
     # Started again with the same config: every step is found done (shards, finished SFT), same result.
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("batch_*.jsonl")}
-    again = run_rs(cfg)
+    again = run_rs(cfg).manifest
     assert again["metrics"]["rounds"][1:] == [{**r, "worker_pids": a["worker_pids"]}
                                               for r, a in zip(rounds[1:], again["metrics"]["rounds"][1:], strict=True)]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("batch_*.jsonl")} == stamps
@@ -103,8 +103,8 @@ def test_cli_dry_runs_and_errors(tiny_model_dir, tmp_path) -> None:
 
     train = write_parity_tasks(tmp_path / "train", 2)
     config = tmp_path / "rs.yaml"
-    config.write_text(f"model: {tiny_model_dir}\nout: {tmp_path / 'rs'}\nsample: {{tasks: {{recipe: {train}}}}}\n"
-                      f"heldout: {{tasks: {{recipe: {train}}}}}\n")
+    config.write_text(f"model: {tiny_model_dir}\noutput_dir: {tmp_path / 'rs'}\n"
+                      f"sample: {{tasks: {{recipe: {train}}}}}\nheldout: {{tasks: {{recipe: {train}}}}}\n")
     runner = CliRunner()
     result = runner.invoke(app, ["rs", "--config", str(config), "rounds=3", "--dry-run"])
     assert result.exit_code == 0, result.output
@@ -115,7 +115,7 @@ def test_cli_dry_runs_and_errors(tiny_model_dir, tmp_path) -> None:
     assert "heldout: unknown key" in result.exception.message
 
     sample_config = tmp_path / "sample.yaml"
-    sample_config.write_text(f"model: {tiny_model_dir}\nout: {tmp_path / 's'}\ntasks: {{recipe: {train}}}\n"
+    sample_config.write_text(f"model: {tiny_model_dir}\noutput_dir: {tmp_path / 's'}\ntasks: {{recipe: {train}}}\n"
                              "selection: {policy: best_k}\n")
     result = runner.invoke(app, ["sample", "-c", str(sample_config), "--dry-run", "sampling.n=8"])
     assert result.exit_code == 0, result.output

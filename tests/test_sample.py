@@ -97,7 +97,7 @@ def test_sample_keeps_only_verified_passes_in_the_chat_contract(vllm_pool, tiny_
     overrides = [*base_overrides(tiny_model_dir, out, recipe, "vllm"), "agent.max_turns=2",
                  "envs={math: {timeout: 60}}"]
     cfg = load_config(SampleConfig, None, overrides)
-    manifest = run_sample(cfg, pool=vllm_pool)
+    manifest = run_sample(cfg, pool=vllm_pool).manifest
 
     prompts = _shard_prompts(out)
     assert sorted(p["index"] for p in prompts) == list(range(15))  # every prompt once
@@ -153,7 +153,8 @@ def test_sample_keeps_only_verified_passes_in_the_chat_contract(vllm_pool, tiny_
     assert m["timing"]["wall_s"] > 0 and m["rollout_restarts"] == 0
 
     # Another selection policy re-uses every shard (nothing is generated again) and keeps at most one per prompt.
-    shortest = run_sample(load_config(SampleConfig, None, [*overrides, "selection.policy=shortest"]), pool=vllm_pool)
+    shortest = run_sample(load_config(SampleConfig, None, [*overrides, "selection.policy=shortest"]),
+                          pool=vllm_pool).manifest
     assert shortest["metrics"]["batches"]["generated"] == 0 and shortest["metrics"]["timing"] == {}
     assert 0 < shortest["metrics"]["rows"] == sum(
         any(s["passed"] and not s["truncated"] for s in p["samples"]) for p in prompts)

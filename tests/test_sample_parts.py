@@ -279,6 +279,7 @@ def test_sample_config_errors_are_user_errors(tmp_path: Path) -> None:
     cfg = load_config(SampleConfig, None, ["model=m", "output_dir=o", "tasks.recipe=a.yaml", "sampling.seed=3"])
     with pytest.raises(UserError, match=r"sampling\.seed: per-prompt sampling seeds derive from the top-level `seed`"):
         cfg.sampling.per_bucket(["math"])
-    cfg = load_config(SampleConfig, None, ["model=m", "output_dir=o", "tasks.recipe=a.yaml", "sampling.buckets.code.n=2"])
+    cfg = load_config(SampleConfig, None, ["model=m", "output_dir=o", "tasks.recipe=a.yaml",
+                                           "sampling.buckets.code.n=2"])
     with pytest.raises(UserError, match=r"sampling\.buckets: overrides for unknown bucket\(s\) code"):
         cfg.sampling.per_bucket(["math"])

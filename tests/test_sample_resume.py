@@ -50,7 +50,8 @@ def reference(hf_pool, tiny_model_dir, recipe, tmp_path_factory) -> list[dict]:
     from posttrain.stages.sample import SampleConfig, run_sample
 
     out = tmp_path_factory.mktemp("reference")
-    manifest = run_sample(load_config(SampleConfig, None, _overrides(tiny_model_dir, out, recipe)), pool=hf_pool)
+    cfg = load_config(SampleConfig, None, _overrides(tiny_model_dir, out, recipe))
+    manifest = run_sample(cfg, pool=hf_pool).manifest
     assert manifest["metrics"]["rows"] > 0
     return _rows(out)
 
@@ -97,7 +98,7 @@ def test_a_killed_sample_run_resumes_from_its_shards(hf_pool, tiny_model_dir, re
     done = len(list((out / "shards").glob("batch_*.jsonl")))
     assert 1 <= done < N_PROMPTS // BATCH and not (out / "data.parquet").exists()
 
-    manifest = run_sample(load_config(SampleConfig, None, overrides), pool=hf_pool)
+    manifest = run_sample(load_config(SampleConfig, None, overrides), pool=hf_pool).manifest
     assert manifest["metrics"]["batches"] == {"total": 8, "from_earlier_run": done, "generated": 8 - done}
     assert _rows(out) == reference
 
@@ -117,7 +118,8 @@ def test_a_killed_rollout_worker_loses_and_duplicates_nothing(hf_pool, tiny_mode
         killed.set()
 
     watcher = _when_shards(out, 2, kill)
-    manifest = run_sample(load_config(SampleConfig, None, _overrides(tiny_model_dir, out, recipe)), pool=hf_pool)
+    cfg = load_config(SampleConfig, None, _overrides(tiny_model_dir, out, recipe))
+    manifest = run_sample(cfg, pool=hf_pool).manifest
     watcher.join(timeout=5)
     assert killed.is_set() and manifest["metrics"]["rollout_restarts"] >= 1 and hf_pool.workers[0] is not victim
 

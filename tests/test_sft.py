@@ -56,7 +56,7 @@ def losses(out: Path) -> list[float]:
 
 def test_full_finetune_writes_a_model_that_reloads_and_reruns_as_a_no_op(tiny_model_dir, chat_data, tmp_path):
     out = run_sft(config(tiny_model_dir, chat_data, tmp_path / "out", eval_fraction=0.2,
-                         report_to=["tensorboard"]))
+                         report_to=["tensorboard"])).output_dir
     manifest = json.loads((out / "manifest.json").read_text())
     m = manifest["metrics"]
     assert manifest["stage"] == "sft" and m["steps"] == 4
@@ -83,7 +83,7 @@ def test_full_finetune_writes_a_model_that_reloads_and_reruns_as_a_no_op(tiny_mo
 
 def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(tiny_model_dir, chat_data, tmp_path):
     common = {"lr_scheduler": "constant"}  # the schedule must not depend on max_steps for the runs to be comparable
-    straight = run_sft(config(tiny_model_dir, chat_data, tmp_path / "straight", max_steps=4, **common))
+    straight = run_sft(config(tiny_model_dir, chat_data, tmp_path / "straight", max_steps=4, **common)).output_dir
     resumed = tmp_path / "resumed"
     run_sft(config(tiny_model_dir, chat_data, resumed, max_steps=2, keep_checkpoints=True, **common))
     assert (resumed / "checkpoints" / "checkpoint-2").is_dir()
@@ -96,7 +96,7 @@ def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(tiny_model_dir, c
 
 def test_lora_with_packing_merges_into_full_weights(tiny_model_dir, chat_data, tmp_path):
     out = run_sft(config(tiny_model_dir, chat_data, tmp_path / "lora", lora={"r": 8, "alpha": 16},
-                         packing=True, max_steps=6, batch_size=1, max_length=384))
+                         packing=True, max_steps=6, batch_size=1, max_length=384)).output_dir
     assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
     merged = AutoModelForCausalLM.from_pretrained(out).state_dict()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
@@ -113,7 +113,7 @@ def test_lora_adapter_only_is_saved_when_merge_is_off_with_bf16_on_cpu(tiny_mode
     from peft import AutoPeftModelForCausalLM
 
     out = run_sft(config(tiny_model_dir, chat_data, tmp_path / "adapter", lora={"r": 4, "merge": False},
-                         max_steps=2, precision="bf16"))
+                         max_steps=2, precision="bf16")).output_dir
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     model = AutoPeftModelForCausalLM.from_pretrained(out)
     assert any("lora_A" in name for name, _ in model.named_parameters())

@@ -22,7 +22,7 @@ def test_sft_smollm2_lowers_the_loss_and_saves_a_working_bf16_model(smollm2_dir:
     cfg = SFTStageConfig(model="smollm2-135m-instruct", data=data, output_dir=tmp_path / "out",
                          train={"max_steps": 6, "batch_size": 4, "learning_rate": 1e-4, "max_length": 128,
                                 "lr_scheduler": "constant", "report_to": [], "save_steps": 100})
-    out = run_sft(cfg)
+    out = run_sft(cfg).output_dir
 
     metrics = json.loads((out / "manifest.json").read_text())["metrics"]
     assert metrics["steps"] == 6

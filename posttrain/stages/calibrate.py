@@ -46,7 +46,7 @@ from posttrain.calibration.elicit import (
 from posttrain.calibration.tuning import TuningSettings
 from posttrain.config import Schema
 from posttrain.errors import UserError
-from posttrain.manifest import finished_run, model_sha256, start_fresh
+from posttrain.manifest import METRICS_FILE, finished_run, model_sha256, start_fresh
 from posttrain.models.loading import load_tokenizer, resolve_model
 from posttrain.report import Progress, as_progress
 from posttrain.rl.config import RLTrain
@@ -369,7 +369,7 @@ def by_rlcr(run: Calibration) -> MethodResult:
     trained = run_logic_track(track, "rlcr", run.report.for_stage("rl-logic"), pool=workers.generator,
                               rewards=lambda envs, verifiers: rlcr_rewards(verifiers))
     (out / "report").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(candidate / "metrics.jsonl", out / "report" / "rlcr_metrics.jsonl")
+    shutil.copy2(candidate / METRICS_FILE, out / "report" / "rlcr_metrics.jsonl")
 
     workers.load_weights(candidate)
     after = workers.answers(run.eval_rows, cfg.sampling.eval, "eval split, after")

@@ -393,7 +393,7 @@ def _write_track_metrics(out: Path, summaries: list[dict[str, Any]]) -> None:
     """OUT/metrics.jsonl: every round's DPO training logs (with the round number), then its pairs and win rate."""
     rows: list[dict[str, Any]] = []
     for s in summaries:
-        logs = _abs(out, s["model_dir"]) / "metrics.jsonl"
+        logs = _abs(out, s["model_dir"]) / METRICS_FILE
         if s.get("trained") and logs.is_file():
             rows += [{"round": s["round"], "kind": "train", **row} for row in read_jsonl(logs)]
         if "pairs" in s:
@@ -401,7 +401,7 @@ def _write_track_metrics(out: Path, summaries: list[dict[str, Any]]) -> None:
         if s.get("win_rate"):
             rows.append({"round": s["round"], "kind": "win_rate",
                          **{k: v for k, v in s["win_rate"].items() if k != "buckets"}})
-    write_jsonl(out / "metrics.jsonl", rows)
+    write_jsonl(out / METRICS_FILE, rows)
 
 
 def _rel(out: Path, path: Path) -> str:
