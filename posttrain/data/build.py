@@ -24,6 +24,7 @@ from posttrain.data.recipe import LoadedRecipe, Source, load_recipe
 from posttrain.data.sources import Malformed, MalformedRow, Where, read_hub, read_local, source_digest
 from posttrain.data.tokens import make_counter, row_text
 from posttrain.errors import UserError
+from posttrain.jsonrows import NESTED
 from posttrain.manifest import file_sha256, folder_sha256, read_manifest, write_manifest
 
 DATA_FILE = "data.parquet"
@@ -135,6 +136,8 @@ def _collect_bucket(loaded: LoadedRecipe, name: str, count_tokens: Callable[[lis
                     adapted.append(adapt(fmt, rec, src.rename))
                 except MalformedRow as e:
                     _note_malformed(stats, at, e.reason, malformed_examples, recipe.max_malformed_examples)
+                except RecursionError:  # the reader took it, but adapting (json.dumps of the record) went deeper
+                    _note_malformed(stats, at, NESTED, malformed_examples, recipe.max_malformed_examples)
         except UserError as e:  # the file itself is unreadable: say which bucket and source it belongs to
             raise UserError(f"{loaded.path}: buckets.{name}.sources.{i}: {e.message}") from None
         if stats.read == 0:
