@@ -17,8 +17,11 @@ POSTTRAIN = Path(sys.executable).parent / "posttrain"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
+    """The real console script; stderr with rich's line wrapping undone (long paths wrap even at 200 columns)."""
     env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([str(POSTTRAIN), *args], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run([str(POSTTRAIN), *args], capture_output=True, text=True, env=env, timeout=120)
+    done.stderr = " ".join(done.stderr.split())
+    return done
 
 
 def test_build_and_inspect_shipped_sft_recipe(tmp_path):
