@@ -18,7 +18,7 @@ from typing import Any
 from posttrain.data.decontam import Decontaminator, eval_set_names
 from posttrain.data.filters import NearDuplicateIndex, content_key, token_reason
 from posttrain.data.formats import adapt
-from posttrain.data.mix import plan_mix, rng_for
+from posttrain.data.mix import plan_mix, repeat_warnings, rng_for
 from posttrain.data.output import DATA_FILE, KIND_COLUMNS, check_output, writing
 from posttrain.data.recipe import LoadedRecipe, Source, load_recipe
 from posttrain.data.sources import Malformed, MalformedRow, Where, read_hub, read_local, source_digest
@@ -49,20 +49,27 @@ class BucketRows:
 
 
 def build_dataset(recipe_path: str | Path, out_dir: str | Path, overrides: list[str] | None = None,
-                  seed: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Build the mixed dataset of a recipe into ``out_dir``; returns the manifest (also written as manifest.json)."""
+                  seed: int | None = None, log: Callable[[str], None] | None = None,
+                  warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Build the mixed dataset of a recipe into ``out_dir``; returns the manifest (also written as manifest.json).
+
+    ``log`` gets progress lines, ``warn`` warnings (default: ``log`` with a ``warning:`` prefix); the manifest's
+    ``metrics.warnings`` keeps the warnings too.
+    """
     say = log or (lambda _msg: None)
+    warn = warn or (lambda msg: say(f"warning: {msg}"))
     out = Path(out_dir)
     loaded = load_recipe(recipe_path, overrides, seed)
     check_output(out, loaded.input_paths())  # before any work; again under the lock
     with writing(out, loaded.input_paths()) as write:
-        rows, manifest = _mix(loaded, say)
+        rows, manifest = _mix(loaded, say, warn)
         write(rows, loaded.recipe.kind, manifest)
         say(f"wrote {len(rows)} rows, {manifest['metrics']['tokens']} tokens to {out / DATA_FILE}")
         return read_manifest(out)
 
 
-def _mix(loaded: LoadedRecipe, say: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _mix(loaded: LoadedRecipe, say: Callable[[str], None],
+         warn: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The recipe's rows, mixed and shuffled, and the manifest that describes them (all but its ``outputs``)."""
     recipe, where = loaded.recipe, str(loaded.path)
     count_tokens, counter_name = make_counter(recipe.tokenizer, loaded.base)
@@ -86,6 +93,9 @@ def _mix(loaded: LoadedRecipe, say: Callable[[str], None]) -> tuple[list[dict[st
 
     # 2. Decide how many rows of each bucket go in, and which; then one seeded shuffle of the whole mix.
     plans = plan_mix(recipe, {n: b.tokens for n, b in buckets.items()}, where)
+    warnings = repeat_warnings(plans)
+    for warning in warnings:
+        warn(warning)
     out_rows: list[dict[str, Any]] = []
     out_tokens: list[int] = []
     for name, plan in plans.items():
@@ -98,6 +108,8 @@ def _mix(loaded: LoadedRecipe, say: Callable[[str], None]) -> tuple[list[dict[st
 
     # 3. The manifest (the data's hash is added when it is written).
     metrics = _metrics(recipe, buckets, plans, out_tokens, malformed_examples, decon)
+    if warnings:  # only then: a build without warnings keeps the manifest it always had
+        metrics["warnings"] = warnings
     manifest = {
         "stage": "data",
         "kind": recipe.kind,
@@ -203,7 +215,7 @@ def _metrics(recipe: Any, buckets: dict[str, BucketRows], plans: dict[str, Any],
             "token_fraction": round(chosen_tokens / total_tokens, 6) if total_tokens else 0.0,
             "available_rows": len(b.rows), "available_tokens": sum(b.tokens),
             "share": recipe.buckets[name].share.model_dump(exclude_none=True), "target": plan.target,
-            "sampling": plan.sampling(len(b.rows)), "max_repeat": max((r for _, r in plan.picks), default=0) + 1,
+            "sampling": plan.sampling(len(b.rows)), "max_repeat": plan.copies,
             "replay": recipe.buckets[name].replay,
         }
         picked = Counter(b.rows[i]["source"] for i, _ in plan.picks)
