@@ -117,8 +117,8 @@ def staged_folder(folder: str | Path) -> Iterator[Path]:
 def staged_file(path: str | Path, keep_partial: bool = False, encoding: str = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary text file next to ``path``; it becomes ``path`` when the block ends without an error.
 
-    On an error (or Ctrl-C) the partial file is removed, or with ``keep_partial`` kept as ``NAME.partial`` (an earlier
-    ``path`` is left as it was either way).
+    On an error (or Ctrl-C) the partial file is removed, or with ``keep_partial`` kept as ``NAME.partial`` when it has
+    anything in it (an earlier ``path`` is left as it was either way).
     """
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,7 @@ def staged_file(path: str | Path, keep_partial: bool = False, encoding: str = "u
         done = True
     finally:
         if not done:
-            if keep_partial:
+            if keep_partial and os.path.getsize(tmp) > 0:
                 os.replace(tmp, partial_path(path))
             else:
                 Path(tmp).unlink(missing_ok=True)

@@ -60,8 +60,22 @@ def check_decoded(text: str, obj: Any) -> None:
                      "UTF-8 file can hold)")
 
 
-def parse_row(text: str) -> Any:
-    """One JSON value from one line; BadRow (with the reason) for anything that is not a usable row."""
+def depth(obj: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(obj, 0)]
+    while stack:
+        x, d = stack.pop()
+        if isinstance(x, dict | list):
+            deepest = max(deepest, d + 1)
+            stack.extend((v, d + 1) for v in (x.values() if isinstance(x, dict) else x))
+    return deepest
+
+
+def parse_row(text: str, max_depth: int | None = None) -> Any:
+    """One JSON value from one line; BadRow (with the reason) for anything that is not a usable row.
+
+    ``max_depth`` bounds the nesting for rows that go on to code that recurses (pickling to a worker process fails
+    well below the json module's own limit)."""
     reason = bad_bytes(text)
     if reason is not None:
         raise BadRow(reason)
@@ -74,6 +88,8 @@ def parse_row(text: str) -> Any:
     except ValueError as e:  # e.g. an integer longer than sys.get_int_max_str_digits()
         raise BadRow(f"invalid JSON: {e}") from None
     check_decoded(text, obj)
+    if max_depth is not None and depth(obj) > max_depth:
+        raise BadRow(f"nested more than {max_depth} levels deep (lists and objects)")
     return obj
 
 

@@ -62,6 +62,18 @@ def check_not_an_input(out: str | Path, inputs: Iterable[str | Path], what: str 
                             "change the input. Choose a folder outside it")
 
 
+def check_file_output(out: str | Path, what: str = "--out") -> None:
+    """Refuse an output file path that is a folder, or that lies below a file (it could never be created)."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{what} {out}: is a folder; expected the path of a file to write")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{what} {out}: {parent} is a file, not a folder")
+            break
+
+
 def check_may_replace(folder: str | Path, kind: str, is_same_kind: Callable[[Path], str | None],
                       what: str = "--out") -> None:
     """Refuse to replace ``folder`` unless it is absent, empty, or holds an earlier output of the same ``kind``.
