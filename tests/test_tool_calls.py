@@ -143,3 +143,24 @@ def test_lone_surrogate_escapes_are_rejected():
     assert parsed.calls == [] and "invalid unicode" in parsed.errors[0]
     ok = parse_tool_calls('<tool_call>{"name": "w", "arguments": {"text": "\\u00e9\\ud83d\\ude00"}}</tool_call>')
     assert ok.calls[0].arguments == {"text": "é😀"}  # a proper surrogate pair is fine
+
+
+def _best_time(text: str) -> float:
+    import time
+
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        parse_tool_calls(text)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+@pytest.mark.parametrize("unit", ["<tool_call>", "<tool_call>{\"name\": \"f\"}", "x</tool_call><tool_call>"])
+def test_parsing_is_linear_in_the_text_even_with_unclosed_blocks(unit):
+    # Doubling the input must about double the time (quadratic: 4x). Was 11 s for 1 MB of unclosed tags.
+    small = unit * (200_000 // len(unit))
+    ratio = _best_time(small * 2) / _best_time(small)
+    assert ratio < 3.0, ratio
+    parsed = parse_tool_calls(small)
+    assert not parsed.calls and parsed.errors  # every unclosed block is still reported
