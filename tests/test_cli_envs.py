@@ -140,6 +140,10 @@ def test_verify_never_writes_over_its_own_input(tmp_path):
         done = cli_main("envs", "verify", "math", str(traj), "--out", str(out), "--workers", "1")
         assert done.returncode == 2 and "is also an input of this command" in done.stderr, done.stderr
     assert traj.read_bytes() == before  # it was emptied, with exit code 0
+    partial = tmp_path / "traj.jsonl.partial"
+    traj.rename(partial)
+    done = cli_main("envs", "verify", "math", str(partial), "--out", str(traj), "--workers", "1")
+    assert done.returncode == 2 and "its .partial file" in done.stderr and partial.read_bytes() == before
 
 
 def test_out_that_is_a_folder_or_empty_is_exit_2(tmp_path):

@@ -164,6 +164,7 @@ def verify(
 
     check_file_output(out)
     check_not_an_input(out, [trajectories])
+    check_not_an_input(partial_path(out), [trajectories], "--out (its .partial file)")
     total_rows, _ = _scan_jsonl(trajectories)
     env_cls = load_env_class(name)
     chosen = backend_name(backend)
