@@ -91,3 +91,21 @@ def test_csv_field_over_128_kib_is_read_and_bad_bytes_are_malformed(tmp_path):
     assert _examples(m) == [(4, "not valid UTF-8 (byte 0xe9 at column 8)")]
     long_row = [r for r in load_built(tmp_path / "out") if r["messages"][1]["content"] == "Words."]
     assert long.strip() in long_row[0]["messages"][0]["content"]
+
+
+def test_a_lone_surrogate_inside_a_json_string_column_is_malformed(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def tools(description: str) -> str:  # parquet exports keep tool schemas as JSON text
+        return json.dumps([{"type": "function", "function": {"name": "f", "description": description,
+                                                              "parameters": {"type": "object", "properties": {}}}}])
+
+    rows = [{**_chat(i), "tools": tools(f"tool {i}")} for i in range(3)]
+    rows[1]["tools"] = tools("broken \ud800 text")  # json.dumps escapes it: the parquet string is valid UTF-8
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
+    m = _build(tmp_path, "rows.parquet")
+    assert m["metrics"]["rows"] == 2
+    [example] = m["metrics"]["malformed"]["examples"]
+    assert example["row"] == 1 and "tools: string is not usable JSON (invalid unicode: a lone surrogate" in \
+        example["reason"]
