@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from posttrain.data import build_dataset, load_built
+from posttrain.errors import UserError
 
 
 def _chat(i: int) -> dict:
@@ -109,3 +110,16 @@ def test_a_lone_surrogate_inside_a_json_string_column_is_malformed(tmp_path):
     [example] = m["metrics"]["malformed"]["examples"]
     assert example["row"] == 1 and "tools: string is not usable JSON (invalid unicode: a lone surrogate" in \
         example["reason"]
+
+
+def test_a_damaged_parquet_source_is_a_user_error_not_a_traceback(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"text": f"row {i} " * 50} for i in range(2000)]), tmp_path / "rows.parquet",
+                   compression="zstd", row_group_size=500)
+    data = bytearray((tmp_path / "rows.parquet").read_bytes())
+    data[len(data) // 2:len(data) // 2 + 200] = b"\xff" * 200  # a damaged page; the footer still reads
+    (tmp_path / "rows.parquet").write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"buckets.b.sources.0: rows.parquet: cannot read as parquet past row \d+"):
+        _build(tmp_path, "rows.parquet", kind="text")

@@ -154,7 +154,14 @@ def _read_parquet(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any
     except Exception as e:  # pyarrow raises ArrowInvalid/OSError variants for unreadable files
         raise UserError(f"{label}: cannot read as parquet ({e})") from None
     i = 0
-    for batch in pf.iter_batches(batch_size=1024):
+    batches = pf.iter_batches(batch_size=1024)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as e:  # a damaged page (ArrowInvalid, OSError): where the rows stop cannot be trusted
+            raise UserError(f"{label}: cannot read as parquet past row {i} ({e})") from None
+        if batch is None:
+            break
         for rec in batch.to_pylist():
             yield Where(label, row=i), rec
             i += 1
