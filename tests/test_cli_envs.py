@@ -235,3 +235,6 @@ def test_ctrl_c_says_interrupted_and_keeps_the_finished_rows_as_partial(tmp_path
     assert "r.jsonl.partial (marked partial)" in err and "Traceback" not in err
     assert res.read_text() == "results of an earlier run\n"  # not replaced by half a run
     assert [r["line"] for r in read_jsonl(tmp_path / "r.jsonl.partial")] == [1, 2]
+    traj.write_text("".join(json.dumps({"task": {"id": f"t{i}"}, "completion": "x"}) + "\n" for i in range(4)))
+    cli("envs", "verify", str(tmp_path / "slow_env.py"), str(traj), "--out", str(res), "--workers", "1")
+    assert len(read_jsonl(res)) == 4 and not (tmp_path / "r.jsonl.partial").exists()  # superseded by the whole run

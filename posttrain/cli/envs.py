@@ -206,6 +206,7 @@ def verify(
                 f.flush()  # the partial file holds every finished row if the run is stopped
                 bar.update(task_id, completed=sum(counts.values()) + len(rows.malformed))
             write_malformed(f, before=None)
+    partial_path(out).unlink(missing_ok=True)  # what an earlier, stopped run left: superseded by the whole OUT
     _summary(trajectories, out, counts, reasons, score_sum, time.monotonic() - started)
 
 
@@ -215,7 +216,7 @@ def _partial_notice(out: Path, counts: Counter[str]) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if partial_path(out).is_file():
+        if sum(counts.values()) and partial_path(out).is_file():  # rows were written, so this run's partial file
             console_err.print(f"[yellow]stopped early:[/] the results of the {sum(counts.values())} rows done are in "
                               f"{escape(str(partial_path(out)))} (marked partial); {escape(str(out))} was not written",
                               highlight=False)
