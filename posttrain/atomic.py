@@ -107,7 +107,11 @@ def staged_folder(folder: str | Path) -> Iterator[Path]:
         else:
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
             os.rename(folder, old / "x")
-            os.rename(staging, folder)
+            try:
+                os.rename(staging, folder)
+            except OSError:
+                os.rename(old / "x", folder)  # put the old output back rather than leave none
+                raise
             shutil.rmtree(old)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
