@@ -22,6 +22,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -82,6 +83,12 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _unique(path: Path, kind: str) -> Path:
+    """A new sibling name of ``path`` (``.NAME.<kind>-<random>``); created by the caller with the umask's mode, unlike
+    ``tempfile``'s private 0700/0600, so outputs stay readable to whoever could read them before."""
+    return path.parent / f".{path.name}.{kind}-{uuid.uuid4().hex[:12]}"
+
+
 def _remove_leftovers(path: Path) -> None:
     """Staging and old folders a killed writer left next to ``path`` (callers hold the lock, so none is live)."""
     for pattern in (f".{path.name}.staging-*", f".{path.name}.old-*"):
@@ -96,7 +103,8 @@ def staged_folder(folder: str | Path) -> Iterator[Path]:
     folder = Path(folder).resolve()  # through a symlink, replace the folder it points to (and keep the link)
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(folder)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-", dir=folder.parent))
+    staging = _unique(folder, "staging")
+    os.mkdir(staging)
     try:
         yield staging
         _fsync_tree(staging)
@@ -126,7 +134,8 @@ def staged_file(path: str | Path, keep_partial: bool = False, encoding: str = "u
     """
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _unique(path, "tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     done = False
     try:
         with os.fdopen(fd, "w", encoding=encoding) as f:
@@ -140,7 +149,7 @@ def staged_file(path: str | Path, keep_partial: bool = False, encoding: str = "u
             if keep_partial and os.path.getsize(tmp) > 0:
                 os.replace(tmp, partial_path(path))
             else:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
 
 
 def partial_path(path: str | Path) -> Path:

@@ -113,3 +113,19 @@ def test_input_and_replace_checks(tmp_path):
         check_may_replace(tmp_path / "data", "a tiny model", lambda folder: "a model folder")
     check_may_replace(tmp_path / "data", "a tiny model", lambda folder: None)
     check_may_replace(tmp_path / "absent", "a tiny model", lambda folder: "never asked")
+
+
+def test_outputs_get_the_umask_mode_not_private_temp_modes(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with staged_folder(tmp_path / "out") as staging:
+            (staging / "data").write_text("x")
+        with staged_file(tmp_path / "r.jsonl") as f:
+            f.write("x\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755  # tempfile's 0700 would lock out other readers
+    assert stat.S_IMODE((tmp_path / "r.jsonl").stat().st_mode) == 0o644  # ... and its 0600 files
