@@ -6,21 +6,50 @@ Errors name the file, the dotted key path and what was expected, and are raised 
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from posttrain.errors import UserError
+from posttrain.paths import EMPTY_PATH
 
 T = TypeVar("T", bound=BaseModel)
 PLAIN_ERRORS = {"renamed", "unknown_section", "section"}  # our own error types: their message says it all
 
 
+def _empty_path(annotation: Any, value: Any) -> str | None:
+    """Where ``value`` puts an empty string in place of a Path: "" for the value itself, ".key" or ".0" for an item of
+    a dict or list; None when it does not."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _empty_path(args[0], value)
+    if isinstance(annotation, type) and issubclass(annotation, Path):
+        return "" if isinstance(value, str) and not value.strip() else None
+    if origin in (Union, types.UnionType):
+        if str in args:  # a plain string may be empty
+            return None
+        return next((w for a in args if (w := _empty_path(a, value)) is not None), None)
+    items: list[tuple[Any, Any]] = []
+    if origin in (list, tuple, set, frozenset) and isinstance(value, list | tuple) and args:
+        items = list(enumerate(value))
+    elif origin is dict and isinstance(value, dict) and len(args) == 2:
+        items = list(value.items())
+    item_type = args[1] if origin is dict else args[0] if args else None
+    for key, item in items:
+        inner = _empty_path(item_type, item)
+        if inner is not None:
+            return f".{key}{inner}"
+    return None
+
+
 class Schema(BaseModel):
-    """Base for every config section: unknown keys are rejected, and a key that was renamed says its new name."""
+    """Base for every config section: unknown keys are rejected, a key that was renamed says its new name, and an
+    empty path is refused (pydantic turns ``""`` into ``Path(".")``, so ``output_dir=`` would silently mean the
+    current folder)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     renamed: ClassVar[dict[str, str]] = {}  # old key -> new key
@@ -35,15 +64,59 @@ class Schema(BaseModel):
                                                          f"{data[old]!r} instead")
         return data
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_empty_paths(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        where = _empty_path(field.annotation, value) if field is not None else None
+        if where:
+            raise ValueError(f"{info.field_name}{where}: {EMPTY_PATH}")
+        if where is not None:
+            raise ValueError(EMPTY_PATH)
+        return value
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` keeps the last of two equal keys and drops the first without a word (a recipe loses a bucket,
+    a config a whole section); this loader refuses them. Merge keys (``<<: *anchor``) are overridden by design."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"duplicate key {key!r} (first at line {first.line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _where(path: Path) -> str:
+    """A path as given, plus what a relative one was resolved against."""
+    return str(path) if path.is_absolute() else f"{path} (relative to the current folder: {path.resolve()})"
+
 
 def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file, turning missing files and syntax errors into UserError naming the file (and line)."""
+    """Read a YAML file, turning missing files, non-UTF-8 bytes, duplicate keys and syntax errors into UserError
+    naming the file (and line)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: file not found")
+        raise UserError(f"{_where(path)}: file not found")
+    raw = path.read_bytes()
     try:
-        with path.open(encoding="utf-8") as f:
-            return yaml.safe_load(f)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{path} (line {line}): not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8"
+                        ) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         where = ""
         mark = getattr(e, "problem_mark", None)
@@ -61,7 +134,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise UserError(f"override {item!r}: expected a dotted key such as train.learning_rate")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else ""  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as e:
+        raise UserError(f"override {item!r}: {e.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value

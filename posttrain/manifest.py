@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -65,11 +64,13 @@ def model_sha256(model: str | Path) -> str:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (a killed run never leaves half a manifest)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON atomically (a killed run never leaves half a manifest) under a unique temporary name (two writers
+    never share one)."""
+    from posttrain.atomic import staged_file
+
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    with staged_file(path) as f:
+        f.write(text)
 
 
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
@@ -89,17 +90,22 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: no manifest here; expected an output folder written by a posttrain stage")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: manifest is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: manifest is a JSON {type(manifest).__name__}, expected an object with stage, "
+                        "config, inputs and metrics")
+    return manifest
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write rows atomically, one JSON object per line."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    from posttrain.atomic import staged_file
+
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with staged_file(path) as f:
+        f.write(text)
 
 
 def read_jsonl(path: str | Path, *, tolerant: bool = False) -> list[dict[str, Any]]:

@@ -122,3 +122,119 @@ def test_usage_errors_exit_2_with_a_clear_message(tmp_path):
     assert bad_backend.returncode == 2
     bad_set = cli_main("envs", "generate", "code", "--set", "mbpp", "--out", str(tmp_path / "t.jsonl"))
     assert bad_set.returncode == 2 and "unknown task set 'mbpp'" in bad_set.stderr
+
+
+def _math_rows(tmp_path: Path) -> tuple[list[dict], Path]:
+    tasks_path = tmp_path / "math.jsonl"
+    cli("envs", "generate", "math", "--n", "2", "--seed", "5", "--out", str(tasks_path))
+    return read_jsonl(tasks_path), tasks_path
+
+
+def test_verify_never_writes_over_its_own_input(tmp_path):
+    tasks, _ = _math_rows(tmp_path)
+    traj = tmp_path / "traj.jsonl"
+    traj.write_text(json.dumps({"task": tasks[0], "completion": f"\\boxed{{{tasks[0]['answer']}}}"}) + "\n")
+    before = traj.read_bytes()
+    (tmp_path / "alias.jsonl").symlink_to(traj)
+    for out in (traj, tmp_path / "alias.jsonl", tmp_path / "." / "traj.jsonl"):
+        done = cli_main("envs", "verify", "math", str(traj), "--out", str(out), "--workers", "1")
+        assert done.returncode == 2 and "is also an input of this command" in done.stderr, done.stderr
+    assert traj.read_bytes() == before  # it was emptied, with exit code 0
+    partial = tmp_path / "traj.jsonl.partial"
+    traj.rename(partial)
+    done = cli_main("envs", "verify", "math", str(partial), "--out", str(traj), "--workers", "1")
+    assert done.returncode == 2 and "its .partial file" in done.stderr and partial.read_bytes() == before
+
+
+def test_out_that_is_a_folder_or_empty_is_exit_2(tmp_path):
+    tasks, tasks_path = _math_rows(tmp_path)
+    (tmp_path / "dir").mkdir()
+    for args in (["envs", "generate", "math", "--n", "2", "--out", str(tmp_path / "dir")],
+                 ["envs", "verify", "math", str(tasks_path), "--out", str(tmp_path / "dir")]):
+        done = cli_main(*args)
+        assert done.returncode == 2 and "is a folder; expected the path of a file" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    for args in (["envs", "generate", "math", "--out", ""], ["envs", "verify", "math", str(tasks_path), "--out", " "]):
+        done = cli_main(*args)
+        assert done.returncode == 2 and "an empty path would mean the" in done.stderr, done.stderr
+
+
+def test_bad_rows_are_malformed_rows_not_crashes_or_verifier_errors(tmp_path):
+    tasks, _ = _math_rows(tmp_path)
+    task = tasks[0]
+    good = json.dumps({"task": task, "completion": f"\\boxed{{{task['answer']}}}"})
+    rows = [good,
+            '{"task": ' + "[" * 5000 + "]" * 5000 + "}",  # RecursionError in json
+            json.dumps({"task": {**task, "meta": "X"}, "completion": "1"}).replace('"X"', "[" * 900 + "]" * 900),
+            json.dumps({"task": task, "completion": "\ud800"}),  # a lone surrogate escape
+            json.dumps({"task": task, "messages": [*task["messages"], {"role": "assistant", "content": {"a": 1}}]}),
+            json.dumps({"task": task, "messages": [*task["messages"], {"role": "assistant", "content": None}]}),
+            good]
+    traj = tmp_path / "traj.jsonl"
+    traj.write_bytes(("\n".join(rows) + "\n").encode() + json.dumps({"task": task, "completion": "caf"}).encode()
+                     .replace(b"caf", b"caf\xe9") + b"\n")
+    res = tmp_path / "r.jsonl"
+    cli("envs", "verify", "math", str(traj), "--out", str(res), "--workers", "1")
+    by_line = {r["line"]: r for r in read_jsonl(res)}
+    assert sorted(by_line) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [n for n, r in by_line.items() if r["reasons"] == ["malformed_row"]] == [2, 3, 4, 5, 8]
+    assert "nested too deeply" in by_line[2]["error"] and "lone surrogate" in by_line[4]["error"]
+    assert "nested more than 100 levels deep" in by_line[3]["error"]  # pickling it to a worker crashed the run
+    assert "messages.1.content must be a string, got dict" in by_line[5]["error"]
+    assert "not valid UTF-8 (byte 0xe9" in by_line[8]["error"]
+    assert by_line[1]["passed"] and by_line[7]["passed"] and by_line[6]["reasons"] == ["no_answer"]
+
+
+SLOW_ENV = '''
+import pathlib, time
+from posttrain.environment import Environment, StepResult, VerifyResult
+
+
+class SlowEnv(Environment):
+    name = "slow"
+
+    def reset(self, task):
+        return [], []
+
+    def step(self, assistant_message):
+        return StepResult(done=True)
+
+    def generate_tasks(self, n, seed):
+        return iter([])
+
+    def verify(self, trajectory):
+        if trajectory.task.get("slow"):
+            pathlib.Path(trajectory.task["started"]).write_text("started")
+            time.sleep(120)
+        return VerifyResult(passed=True, score=1.0)
+'''
+
+
+def test_ctrl_c_says_interrupted_and_keeps_the_finished_rows_as_partial(tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "slow_env.py").write_text(SLOW_ENV)
+    started = tmp_path / "started"
+    traj = tmp_path / "traj.jsonl"
+    traj.write_text("".join(json.dumps({"task": {"id": f"t{i}", "slow": i == 2, "started": str(started)},
+                                        "completion": "x"}) + "\n" for i in range(4)))
+    res = tmp_path / "r.jsonl"
+    res.write_text("results of an earlier run\n")
+    proc = subprocess.Popen([sys.executable, "-c", "from posttrain.cli import main; main()", "envs", "verify",
+                             str(tmp_path / "slow_env.py"), str(traj), "--out", str(res), "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.exists(), proc.stderr.read() if proc.poll() is not None else "row 3 never started"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    err = " ".join(err.split())
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert "r.jsonl.partial (marked partial)" in err and "Traceback" not in err
+    assert res.read_text() == "results of an earlier run\n"  # not replaced by half a run
+    assert [r["line"] for r in read_jsonl(tmp_path / "r.jsonl.partial")] == [1, 2]
+    traj.write_text("".join(json.dumps({"task": {"id": f"t{i}"}, "completion": "x"}) + "\n" for i in range(4)))
+    cli("envs", "verify", str(tmp_path / "slow_env.py"), str(traj), "--out", str(res), "--workers", "1")
+    assert len(read_jsonl(res)) == 4 and not (tmp_path / "r.jsonl.partial").exists()  # superseded by the whole run

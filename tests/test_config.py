@@ -118,3 +118,54 @@ def test_override_addresses_list_items_and_errors_name_them(tmp_path: Path) -> N
     bad = write(tmp_path, "models:\n  - {path: a, wieght: 3}\n")
     with pytest.raises(UserError, match=r"models\.0\.wieght: unknown key; expected one of: path, weight"):
         load_config(WithList, bad)
+
+
+class Paths(Schema):
+    output_dir: Path
+    data: Path | None = None
+    models: dict[str, Path] = {}
+    name: str = ""
+
+
+def test_duplicate_keys_are_refused_naming_file_line_and_key(tmp_path: Path) -> None:
+    p = write(tmp_path, "model: m\ntrain:\n  steps: 3\nlora: {r: 2}\ntrain:\n  learning_rate: 0.1\n")
+    with pytest.raises(UserError) as e:
+        load_config(StageCfg, p)  # yaml.safe_load kept only the second `train:` and lost steps: 3
+    msg = e.value.message
+    assert str(p) in msg and "line 5" in msg and "duplicate key 'train'" in msg and "first at line 2" in msg
+    nested = write(tmp_path, "model: m\ntrain:\n  steps: 3\n  steps: 4\n")
+    with pytest.raises(UserError, match=r"line 4.*duplicate key 'steps'"):
+        load_config(StageCfg, nested)
+    # YAML merge keys are not duplicates: an explicit key overrides a merged one by design
+    merged = write(tmp_path, "base: &b {steps: 3, learning_rate: 0.5}\nmodel: m\ntrain:\n  <<: *b\n  steps: 4\n")
+    from posttrain.config import read_yaml
+
+    assert read_yaml(merged)["train"] == {"steps": 4, "learning_rate": 0.5}
+    with pytest.raises(UserError, match="duplicate key 'r'"):
+        parse_override("lora={r: 1, r: 2}")
+
+
+def test_non_utf8_config_is_a_user_error_naming_the_line(tmp_path: Path) -> None:
+    p = tmp_path / "cfg.yaml"
+    p.write_bytes(b"model: m\ntrain:\n  steps: 3  # caf\xe9\n")
+    with pytest.raises(UserError) as e:
+        load_config(StageCfg, p)
+    assert str(p) in e.value.message and "not valid UTF-8" in e.value.message and "line 3" in e.value.message
+
+
+def test_missing_file_says_what_a_relative_path_was_resolved_against(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as e:
+        load_config(StageCfg, Path("nope.yaml"))
+    assert "relative to the current folder" in e.value.message and str(tmp_path / "nope.yaml") in e.value.message
+
+
+@pytest.mark.parametrize("override", ["output_dir=", "output_dir=''", "data=  ", "models.a="])
+def test_empty_path_values_are_refused_not_taken_as_the_current_folder(tmp_path: Path, override: str) -> None:
+    p = write(tmp_path, "output_dir: out\nmodels: {a: m1}\n")
+    with pytest.raises(UserError) as e:
+        load_config(Paths, p, [override])
+    key = override.split("=")[0]
+    assert f"{key}: " in e.value.message and "empty path" in e.value.message
+    assert load_config(Paths, p, ["name="]).name == ""  # a plain string may be empty
+    assert load_config(Paths, p, ["output_dir=."]).output_dir == Path(".")  # the current folder, said explicitly

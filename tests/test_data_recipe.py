@@ -153,3 +153,24 @@ def test_not_a_mapping_and_bad_yaml(tmp_path):
     path.write_text("kind: [chat\n")
     with pytest.raises(UserError, match="invalid YAML"):
         load_recipe(path)
+
+
+def test_a_bucket_named_twice_is_refused_not_silently_dropped(tmp_path):
+    (tmp_path / "chat.jsonl").write_text(json.dumps(CHAT) + "\n")
+    path = tmp_path / "recipe.yaml"
+    path.write_text("kind: chat\nbuckets:\n  chat:\n    sources: [{path: chat.jsonl}]\n"
+                    "  chat:\n    sources: [{path: chat.jsonl}]\n    share: {count: 3}\n")
+    with pytest.raises(UserError) as e:
+        load_recipe(path)
+    assert str(path) in e.value.message and "line 5" in e.value.message and "duplicate key 'chat'" in e.value.message
+
+
+def test_missing_source_says_it_was_resolved_against_the_recipe_folder(tmp_path):
+    msg = _error(tmp_path, _base(buckets={"chat": {"sources": [{"path": "sub/mth.jsonl"}]}}))
+    assert f"relative to the recipe's folder {tmp_path}" in msg and str(tmp_path / "sub" / "mth.jsonl") in msg
+
+
+def test_negative_seed_is_a_user_error(tmp_path):
+    path = _setup(tmp_path, _base())
+    with pytest.raises(UserError, match="seed"):
+        load_recipe(path, seed=-1)

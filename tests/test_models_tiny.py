@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from posttrain.errors import UserError
 from posttrain.models.chat_template import CHAT_TEMPLATE
 from posttrain.models.tiny import make_tiny_model
 
@@ -56,6 +58,32 @@ def test_cli_models_tiny_writes_a_model(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2
+
+
+def test_tiny_replaces_only_an_earlier_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import shutil
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a week of work")
+    proc = subprocess.run([sys.executable, "-m", "posttrain.cli", "models", "tiny", str(mine)], capture_output=True,
+                          text=True, timeout=300)
+    err = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "holds files that are not a tiny model (notes.txt)" in err, proc.stderr
+    assert (mine / "notes.txt").read_text() == "a week of work"  # it was deleted with the rest of the folder
+    empty = subprocess.run([sys.executable, "-m", "posttrain.cli", "models", "tiny", ""], capture_output=True,
+                           text=True, timeout=300)
+    assert empty.returncode == 2 and "an empty path would mean the" in empty.stderr
+    trained = tmp_path / "trained"
+    shutil.copytree(tiny_model_dir, trained)
+    (trained / "manifest.json").write_text('{"stage": "sft"}')  # a model some stage trained from the tiny one
+    with pytest.raises(UserError, match=r"a tiny model plus other files \(manifest.json\)"):
+        make_tiny_model(trained)
+    earlier = tmp_path / "earlier"
+    shutil.copytree(tiny_model_dir, earlier)
+    make_tiny_model(earlier, seed=1)
+    assert sorted(p.name for p in earlier.iterdir()) == sorted(p.name for p in tiny_model_dir.iterdir())
+    assert (earlier / "model.safetensors").read_bytes() != (tiny_model_dir / "model.safetensors").read_bytes()
 
 
 VLLM_SCRIPT = """

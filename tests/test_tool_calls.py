@@ -143,3 +143,26 @@ def test_lone_surrogate_escapes_are_rejected():
     assert parsed.calls == [] and "invalid unicode" in parsed.errors[0]
     ok = parse_tool_calls('<tool_call>{"name": "w", "arguments": {"text": "\\u00e9\\ud83d\\ude00"}}</tool_call>')
     assert ok.calls[0].arguments == {"text": "é😀"}  # a proper surrogate pair is fine
+
+
+class _CountingText(str):
+    """A str that counts how many characters its ``find`` calls scan (the parser's inner loop)."""
+
+    scanned = 0
+
+    def find(self, sub: str, start: int = 0, *args: int) -> int:  # type: ignore[override]
+        found = super().find(sub, start, *args)
+        _CountingText.scanned += (found if found >= 0 else len(self)) - start + len(sub)
+        return found
+
+
+@pytest.mark.parametrize("unit", ["<tool_call>", "<tool_call>{\"name\": \"f\"}", "x</tool_call><tool_call>",
+                                  "<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call> and "])
+def test_parsing_is_linear_in_the_text_even_with_unclosed_blocks(unit):
+    # Every character is scanned a bounded number of times. Searching for the closing tag again from every unclosed
+    # block scanned ~n^2/2 characters: 1 MB of unclosed tags took 11 s.
+    text = _CountingText(unit * (1_000_000 // len(unit)))
+    _CountingText.scanned = 0
+    parsed = parse_tool_calls(text)
+    assert _CountingText.scanned <= 4 * len(text), _CountingText.scanned / len(text)
+    assert parsed.errors or len(parsed.calls) == len(text) // len(unit)  # every block is still reported

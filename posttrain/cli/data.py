@@ -12,8 +12,9 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from posttrain.cli.common import DRY_RUN_OPTION, OVERRIDES_ARG, app, console
+from posttrain.cli.common import DRY_RUN_OPTION, OVERRIDES_ARG, app, console, console_err
 from posttrain.errors import UserError
+from posttrain.paths import cli_path
 
 data_app = typer.Typer(help="Build and inspect bucket-recipe datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -23,8 +24,10 @@ app.add_typer(data_app, name="data")
 def build(
     recipe: Path = typer.Argument(..., help="Bucket recipe YAML (see data_recipes/).", dir_okay=False),
     overrides: list[str] | None = OVERRIDES_ARG,
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for data.parquet and manifest.json."),
-    seed: int | None = typer.Option(None, "--seed", help="Override the recipe's seed."),
+    out: Path = typer.Option(..., "--out", "-o", parser=cli_path,
+                             help="Output folder for data.parquet and manifest.json (new, empty, or an earlier build: "
+                                  "replaced all at once)."),
+    seed: int | None = typer.Option(None, "--seed", min=0, help="Override the recipe's seed."),
     dry_run: bool = DRY_RUN_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the output folder."),
 ) -> None:
@@ -37,7 +40,7 @@ def build(
         console.print(Syntax(text, "yaml", background_color="default"))
         return
     log = None if quiet else (lambda msg: console.print(escape(msg), highlight=False))
-    manifest = build_dataset(recipe, out, overrides or [], seed, log=log)
+    manifest = build_dataset(recipe, out, overrides or [], seed, log=log, warn=_warn)
     if quiet:
         console.print(escape(str(out)), highlight=False)
     else:
@@ -56,7 +59,34 @@ def inspect(
     if manifest.get("stage") != "data":
         raise UserError(f"{folder}: manifest is from stage {manifest.get('stage')!r}, not a `posttrain data build` "
                         "output")
-    render_manifest(manifest, console, examples=examples)
+    _check_shape(manifest, folder)
+    try:
+        render_manifest(manifest, console, examples=examples)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:  # a hand-edited or foreign manifest, deeper down
+        raise UserError(f"{folder / 'manifest.json'}: not in the shape `posttrain data build` writes "
+                        f"({type(e).__name__}: {e}); rebuild the folder") from None
+
+
+def _warn(message: str) -> None:
+    console_err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+
+
+# What `data inspect` reads from a manifest; anything else missing is reported, not a KeyError.
+MANIFEST_KEYS = ("kind", "seed", "token_counter", "metrics")
+METRICS_KEYS = ("rows", "tokens", "buckets", "sources", "malformed", "decontamination")
+
+
+def _check_shape(manifest: dict[str, Any], folder: Path) -> None:
+    where = folder / "manifest.json"
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    metrics = manifest.get("metrics")
+    if isinstance(metrics, dict):
+        missing += [f"metrics.{k}" for k in METRICS_KEYS if k not in metrics]
+    elif metrics is not None:
+        raise UserError(f"{where}: metrics is a {type(metrics).__name__}, expected an object")
+    if missing:
+        raise UserError(f"{where}: lacks {', '.join(missing)}; not a manifest `posttrain data build` wrote (rebuild "
+                        "the folder)")
 
 
 def _share(share: dict[str, Any]) -> str:
@@ -117,6 +147,8 @@ def render_manifest(manifest: dict[str, Any], out: Console, examples: int = 10) 
             where = f"{ex['file']}:{ex['line']}" if "line" in ex else f"{ex['file']} row {ex['row']}"
             table.add_row(escape(where), escape(ex["reason"]))
         out.print(table)
+    for warning in m.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     for name, st in m["decontamination"]["eval_sets"].items():
         out.print(f"decontamination vs {escape(name)}: {st['items']} items, {st['ngrams']} "
                   f"{m['decontamination']['ngram']}-grams ({st['items_shorter_than_ngram']} items too short to match)",

@@ -6,6 +6,7 @@ import json
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from posttrain.atomic import output_lock, partial_path, staged_file
 from posttrain.cli.common import app, console, console_err
 from posttrain.errors import UserError
+from posttrain.jsonrows import ENCODING_ERRORS, BadRow, parse_row
+from posttrain.paths import check_file_output, check_not_an_input, cli_path
 
 envs_app = typer.Typer(help="Sandboxed environments: list, generate tasks, verify trajectories.", no_args_is_help=True)
 app.add_typer(envs_app, name="envs")
 
 MAX_LISTED_MALFORMED = 10
+MAX_DEPTH = 100  # a trajectory goes to a worker process by pickle, which fails on deep nesting (no task needs it)
 
 
 @envs_app.command("list")
@@ -45,7 +50,7 @@ def list_envs() -> None:
 @envs_app.command("generate")
 def generate(
     name: str = typer.Argument(..., help="Environment: code, math, tool_calling, a module name or a .py path."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL file, one task per line."),
+    out: Path = typer.Option(..., "--out", "-o", parser=cli_path, help="Output JSONL file, one task per line."),
     n: int | None = typer.Option(None, "--n", help="How many tasks (default 100; with --set: the whole set)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the task generator (same n and seed: same tasks)."),
     task_set: str | None = typer.Option(None, "--set", help="A fixed task set instead, e.g. `humaneval` (code)."),
@@ -55,6 +60,7 @@ def generate(
 
     if n is not None and n < 0:
         raise UserError(f"--n must be >= 0, got {n}")
+    check_file_output(out)
     env = make_env(name)
     if task_set is not None:
         sets = getattr(env, "TASK_SETS", {})
@@ -64,9 +70,8 @@ def generate(
         tasks = tasks[:n] if n is not None else tasks
     else:
         tasks = env.generate_tasks(100 if n is None else n, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
     kinds: Counter[str] = Counter()
-    with out.open("w", encoding="utf-8") as f:
+    with staged_file(out) as f:  # a half-generated task file never replaces a whole one
         for task in tasks:
             f.write(json.dumps(task, ensure_ascii=False) + "\n")
             kinds[str(task.get("kind") or task.get("source") or task.get("env") or name)] += 1
@@ -81,19 +86,16 @@ def _scan_jsonl(path: Path) -> tuple[int, int]:
         raise UserError(f"{path}: file not found (expected a JSONL file of trajectories, one JSON object per line)")
     rows = parsed = 0
     first_error = ""
-    try:
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                rows += 1
-                try:
-                    json.loads(line)
-                    parsed += 1
-                except ValueError as e:
-                    first_error = first_error or f"line {line_no}: {e}"
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not a UTF-8 text file ({e}); expected JSONL") from None
+    with path.open(encoding="utf-8", errors=ENCODING_ERRORS) as f:  # a bad byte makes one row malformed, not all
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            rows += 1
+            try:
+                parse_row(line)
+                parsed += 1
+            except BadRow as e:
+                first_error = first_error or f"line {line_no}: {e}"
     if rows == 0:
         raise UserError(f"{path}: no rows (expected JSONL: one {{'task': ..., 'messages'|'completion': ...}} per line)")
     if parsed == 0:
@@ -113,16 +115,16 @@ class _Rows:
     def __iter__(self) -> Iterator[Any]:
         from posttrain.verify_pool import trajectory_from_row
 
-        with self.path.open(encoding="utf-8") as f:
+        with self.path.open(encoding="utf-8", errors=ENCODING_ERRORS) as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 where = f"{self.path}:{line_no}"
                 try:
-                    row = json.loads(line)
-                    trajectory = trajectory_from_row(row, where)
-                except ValueError as e:
-                    self.malformed.append((line_no, f"{where}: invalid JSON: {e}"))
+                    trajectory = trajectory_from_row(parse_row(line, MAX_DEPTH), where)
+                    _check_contents(trajectory.messages, where)
+                except BadRow as e:
+                    self.malformed.append((line_no, f"{where}: {e}"))
                     continue
                 except UserError as e:
                     self.malformed.append((line_no, e.message))
@@ -132,12 +134,23 @@ class _Rows:
                 yield trajectory
 
 
+def _check_contents(messages: list[dict[str, Any]], where: str) -> None:
+    """Message contents are text (or absent/null, as for an assistant turn that only calls tools); anything else is a
+    malformed row, not a verifier crash."""
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if content is not None and not isinstance(content, str):
+            raise UserError(f"{where}: messages.{i}.content must be a string, got {type(content).__name__}")
+
+
 @envs_app.command("verify")
 def verify(
     name: str = typer.Argument(..., help="Environment: code, math, tool_calling, a module name or a .py path."),
     trajectories: Path = typer.Argument(..., help="JSONL rows {'task': {...}, 'messages': [...]} or "
                                                   "{'task': {...}, 'completion': '...'}."),
-    out: Path = typer.Option(..., "--out", "-o", help="Per-row results as JSONL (one line per input row)."),
+    out: Path = typer.Option(..., "--out", "-o", parser=cli_path,
+                             help="Per-row results as JSONL (one line per input row); written as OUT.partial if the "
+                                  "run stops early."),
     workers: int = typer.Option(2, "--workers", "-w", help="Verification processes."),
     backend: str | None = typer.Option(None, "--backend", help="Sandbox backend: bwrap (default) or rlimit "
                                                                "(NOT a security boundary)."),
@@ -149,6 +162,9 @@ def verify(
     from posttrain.sandbox import ENV_VAR, backend_name, get_backend
     from posttrain.verify_pool import VerifyPool
 
+    check_file_output(out)
+    check_not_an_input(out, [trajectories])
+    check_not_an_input(partial_path(out), [trajectories], "--out (its .partial file)")
     total_rows, _ = _scan_jsonl(trajectories)
     env_cls = load_env_class(name)
     chosen = backend_name(backend)
@@ -162,7 +178,6 @@ def verify(
     reasons: Counter[str] = Counter()
     score_sum = 0.0
     started = time.monotonic()
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     def write_malformed(f: Any, before: int | None) -> None:
         while rows.malformed and (before is None or rows.malformed[0][0] < before):
@@ -174,20 +189,38 @@ def verify(
                                 "reasons": ["malformed_row"], "error": message, "details": {}}) + "\n")
 
     columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with out.open("w", encoding="utf-8") as f, Progress(*columns, console=console_err, transient=True) as bar, \
-            VerifyPool(name, workers=workers, timeout_s=timeout, worker_env={ENV_VAR: chosen}) as pool:
-        task_id = bar.add_task("verify", total=total_rows)
-        for index, result in pool.verify_many(rows, ordered=True):
-            line_no = rows.lines[index]
-            write_malformed(f, before=line_no)
-            kind = "errors" if result.error else "passed" if result.passed else "failed"
-            counts[kind] += 1
-            reasons.update(result.reasons)
-            score_sum += result.score
-            f.write(json.dumps({"line": line_no, "id": rows.ids[index], **result.to_dict()}, default=str) + "\n")
-            bar.update(task_id, completed=sum(counts.values()) + len(rows.malformed))
-        write_malformed(f, before=None)
+    # The results go to a temporary file that becomes OUT only once every row is in: a run that stops early leaves
+    # OUT as it was and what it had done in OUT.partial. The lock keeps a second run from writing the same OUT.
+    with output_lock(out), _partial_notice(out, counts):
+        with staged_file(out, keep_partial=True) as f, Progress(*columns, console=console_err, transient=True) as bar, \
+                VerifyPool(name, workers=workers, timeout_s=timeout, worker_env={ENV_VAR: chosen}) as pool:
+            task_id = bar.add_task("verify", total=total_rows)
+            for index, result in pool.verify_many(rows, ordered=True):
+                line_no = rows.lines[index]
+                write_malformed(f, before=line_no)
+                kind = "errors" if result.error else "passed" if result.passed else "failed"
+                counts[kind] += 1
+                reasons.update(result.reasons)
+                score_sum += result.score
+                f.write(json.dumps({"line": line_no, "id": rows.ids[index], **result.to_dict()}, default=str) + "\n")
+                f.flush()  # the partial file holds every finished row if the run is stopped
+                bar.update(task_id, completed=sum(counts.values()) + len(rows.malformed))
+            write_malformed(f, before=None)
+    partial_path(out).unlink(missing_ok=True)  # what an earlier, stopped run left: superseded by the whole OUT
     _summary(trajectories, out, counts, reasons, score_sum, time.monotonic() - started)
+
+
+@contextmanager
+def _partial_notice(out: Path, counts: Counter[str]) -> Iterator[None]:
+    """Say where the rows of a run that stopped early are (the error or Ctrl-C itself is reported by the CLI)."""
+    try:
+        yield
+    except BaseException:
+        if sum(counts.values()) and partial_path(out).is_file():  # rows were written, so this run's partial file
+            console_err.print(f"[yellow]stopped early:[/] the results of the {sum(counts.values())} rows done are in "
+                              f"{escape(str(partial_path(out)))} (marked partial); {escape(str(out))} was not written",
+                              highlight=False)
+        raise
 
 
 def _summary(path: Path, out: Path, counts: Counter[str], reasons: Counter[str], score_sum: float,

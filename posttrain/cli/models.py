@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from posttrain.cli.common import app, say
+from posttrain.paths import cli_path
 
 models_app = typer.Typer(help="Get models: fetch SmolLM2-135M-Instruct, build tiny random models for tests.",
                          no_args_is_help=True)
@@ -15,7 +16,9 @@ app.add_typer(models_app, name="models")
 
 @models_app.command("tiny")
 def tiny(
-    out_dir: Path = typer.Argument(..., help="Folder to write the tiny model into (replaced if it exists)."),
+    out_dir: Path = typer.Argument(..., parser=cli_path,
+                                   help="Folder to write the tiny model into: new, empty, or an earlier tiny model "
+                                        "(replaced all at once); anything else is refused."),
     seed: int = typer.Option(0, help="Seed for the random weights."),
 ) -> None:
     """Write a tiny random Llama model with a real BPE tokenizer and our chat template (for tests and benchmarks)."""
@@ -28,7 +31,7 @@ def tiny(
 @models_app.command("fetch")
 def fetch(
     name: str = typer.Argument(..., help="Known model name, e.g. smollm2-135m-instruct."),
-    cache_dir: Path = typer.Option(None, "--cache-dir",
+    cache_dir: Path = typer.Option(None, "--cache-dir", parser=cli_path,
                                    help="Where fetched models live (default $POSTTRAIN_CACHE/models or "
                                         "~/.cache/posttrain/models)."),
 ) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,16 +18,14 @@ from typing import Any
 from posttrain.data.decontam import Decontaminator, eval_set_names
 from posttrain.data.filters import NearDuplicateIndex, content_key, token_reason
 from posttrain.data.formats import adapt
-from posttrain.data.mix import plan_mix, rng_for
+from posttrain.data.mix import plan_mix, repeat_warnings, rng_for
+from posttrain.data.output import DATA_FILE, KIND_COLUMNS, check_output, writing
 from posttrain.data.recipe import LoadedRecipe, Source, load_recipe
 from posttrain.data.sources import Malformed, MalformedRow, Where, read_hub, read_local, source_digest
 from posttrain.data.tokens import make_counter, row_text
 from posttrain.errors import UserError
-from posttrain.manifest import file_sha256, folder_sha256, read_manifest, write_manifest
-
-DATA_FILE = "data.parquet"
-KIND_COLUMNS = {"chat": ["messages", "tools"], "text": ["text"], "task": ["env", "messages", "tools", "task"],
-                "preference": ["prompt", "chosen", "rejected"]}
+from posttrain.jsonrows import NESTED
+from posttrain.manifest import file_sha256, folder_sha256, read_manifest
 
 
 @dataclass
@@ -52,14 +49,29 @@ class BucketRows:
 
 
 def build_dataset(recipe_path: str | Path, out_dir: str | Path, overrides: list[str] | None = None,
-                  seed: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Build the mixed dataset of a recipe into ``out_dir``; returns the manifest (also written as manifest.json)."""
+                  seed: int | None = None, log: Callable[[str], None] | None = None,
+                  warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Build the mixed dataset of a recipe into ``out_dir``; returns the manifest (also written as manifest.json).
+
+    ``log`` gets progress lines, ``warn`` warnings (default: ``log`` with a ``warning:`` prefix); the manifest's
+    ``metrics.warnings`` keeps the warnings too.
+    """
     say = log or (lambda _msg: None)
+    warn = warn or (lambda msg: say(f"warning: {msg}"))
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
     loaded = load_recipe(recipe_path, overrides, seed)
-    recipe, where = loaded.recipe, str(recipe_path)
+    check_output(out, loaded.input_paths())  # before any work; again under the lock
+    with writing(out, loaded.input_paths()) as write:
+        rows, manifest = _mix(loaded, say, warn)
+        write(rows, loaded.recipe.kind, manifest)
+        say(f"wrote {len(rows)} rows, {manifest['metrics']['tokens']} tokens to {out / DATA_FILE}")
+        return read_manifest(out)
+
+
+def _mix(loaded: LoadedRecipe, say: Callable[[str], None],
+         warn: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The recipe's rows, mixed and shuffled, and the manifest that describes them (all but its ``outputs``)."""
+    recipe, where = loaded.recipe, str(loaded.path)
     count_tokens, counter_name = make_counter(recipe.tokenizer, loaded.base)
     decon = Decontaminator(loaded, eval_set_names(loaded))
     inputs = {f"recipe:{loaded.path.name}": file_sha256(loaded.path), **decon.inputs}
@@ -81,6 +93,9 @@ def build_dataset(recipe_path: str | Path, out_dir: str | Path, overrides: list[
 
     # 2. Decide how many rows of each bucket go in, and which; then one seeded shuffle of the whole mix.
     plans = plan_mix(recipe, {n: b.tokens for n, b in buckets.items()}, where)
+    warnings = repeat_warnings(plans)
+    for warning in warnings:
+        warn(warning)
     out_rows: list[dict[str, Any]] = []
     out_tokens: list[int] = []
     for name, plan in plans.items():
@@ -91,10 +106,10 @@ def build_dataset(recipe_path: str | Path, out_dir: str | Path, overrides: list[
     order = rng_for(recipe.seed, "\0shuffle").permutation(len(out_rows))  # "\0": no bucket can share this stream
     out_rows = [out_rows[i] for i in order]
 
-    # 3. Write the data and the manifest.
-    out.mkdir(parents=True, exist_ok=True)
-    data_sha = _write_parquet(out / DATA_FILE, out_rows, recipe.kind)
+    # 3. The manifest (the data's hash is added when it is written).
     metrics = _metrics(recipe, buckets, plans, out_tokens, malformed_examples, decon)
+    if warnings:  # only then: a build without warnings keeps the manifest it always had
+        metrics["warnings"] = warnings
     manifest = {
         "stage": "data",
         "kind": recipe.kind,
@@ -103,12 +118,9 @@ def build_dataset(recipe_path: str | Path, out_dir: str | Path, overrides: list[
         "token_counter": counter_name,
         "config": loaded.resolved(),
         "inputs": inputs,
-        "outputs": {DATA_FILE: data_sha},
         "metrics": metrics,
     }
-    write_manifest(out, manifest)
-    say(f"wrote {len(out_rows)} rows, {metrics['tokens']} tokens to {out / DATA_FILE}")
-    return read_manifest(out)
+    return out_rows, manifest
 
 
 def _collect_bucket(loaded: LoadedRecipe, name: str, count_tokens: Callable[[list[str]], list[int]],
@@ -135,6 +147,8 @@ def _collect_bucket(loaded: LoadedRecipe, name: str, count_tokens: Callable[[lis
                     adapted.append(adapt(fmt, rec, src.rename))
                 except MalformedRow as e:
                     _note_malformed(stats, at, e.reason, malformed_examples, recipe.max_malformed_examples)
+                except RecursionError:  # the reader took it, but adapting (json.dumps of the record) went deeper
+                    _note_malformed(stats, at, NESTED, malformed_examples, recipe.max_malformed_examples)
         except UserError as e:  # the file itself is unreadable: say which bucket and source it belongs to
             raise UserError(f"{loaded.path}: buckets.{name}.sources.{i}: {e.message}") from None
         if stats.read == 0:
@@ -188,27 +202,6 @@ def _check_malformed(sources: list[SourceStats], threshold: float, where: str) -
                     f"rows malformed ({worst.malformed / worst.read:.1%}), first at {worst.first_malformed}")
 
 
-def _arrow_schema(kind: str) -> Any:
-    import pyarrow as pa
-
-    messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-    types = {"messages": messages, "tools": pa.string(), "text": pa.string(), "env": pa.string(),
-             "task": pa.string(), "prompt": messages, "chosen": messages, "rejected": messages}
-    return pa.schema([(c, pa.string()) for c in ("id", "bucket", "source")]
-                     + [(c, types[c]) for c in KIND_COLUMNS[kind]])
-
-
-def _write_parquet(path: Path, rows: list[dict[str, Any]], kind: str) -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pylist(rows, schema=_arrow_schema(kind))
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-    return file_sha256(path)
-
-
 def _metrics(recipe: Any, buckets: dict[str, BucketRows], plans: dict[str, Any], out_tokens: list[int],
              malformed_examples: list[dict[str, Any]], decon: Decontaminator) -> dict[str, Any]:
     total_tokens = sum(out_tokens)
@@ -222,7 +215,7 @@ def _metrics(recipe: Any, buckets: dict[str, BucketRows], plans: dict[str, Any],
             "token_fraction": round(chosen_tokens / total_tokens, 6) if total_tokens else 0.0,
             "available_rows": len(b.rows), "available_tokens": sum(b.tokens),
             "share": recipe.buckets[name].share.model_dump(exclude_none=True), "target": plan.target,
-            "sampling": plan.sampling(len(b.rows)), "max_repeat": max((r for _, r in plan.picks), default=0) + 1,
+            "sampling": plan.sampling(len(b.rows)), "max_repeat": plan.copies,
             "replay": recipe.buckets[name].replay,
         }
         picked = Counter(b.rows[i]["source"] for i, _ in plan.picks)
@@ -257,23 +250,3 @@ def _metrics(recipe: Any, buckets: dict[str, BucketRows], plans: dict[str, Any],
                              "ratio_actual": round(replay_tokens / total_tokens, 6) if total_tokens else 0.0}
     return metrics
 
-
-def load_built(out_dir: str | Path) -> Any:
-    """A built dataset folder -> ``datasets.Dataset`` (in memory), checked against its manifest."""
-    import datasets
-    import pyarrow.parquet as pq
-    from datasets.table import InMemoryTable
-
-    folder = Path(out_dir)
-    manifest = read_manifest(folder)
-    if manifest.get("stage") not in ("data", "sample"):  # `posttrain sample` writes verified chat data, same contract
-        raise UserError(f"{folder}: manifest is from stage {manifest.get('stage')!r}, expected a `posttrain data "
-                        "build` output (or a `posttrain sample` one)")
-    path = folder / DATA_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: file not found; expected the data written by `posttrain data build`")
-    table = pq.read_table(path)
-    expected = manifest.get("metrics", {}).get("rows")
-    if expected is not None and table.num_rows != expected:
-        raise UserError(f"{path}: has {table.num_rows} rows but its manifest says {expected}; rebuild it")
-    return datasets.Dataset(InMemoryTable(table))

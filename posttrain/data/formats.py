@@ -13,6 +13,7 @@ from typing import Any
 
 from posttrain.data.sources import MalformedRow
 from posttrain.errors import UserError
+from posttrain.jsonrows import NESTED, check_decoded
 from posttrain.tool_calls import check_tool_schema, format_assistant_message, validate_arguments
 
 Row = dict[str, Any]
@@ -46,12 +47,20 @@ def _text(value: Any, what: str) -> str:
 
 def _json_value(value: Any, what: str) -> Any:
     """Tools, calls and arguments are often stored as JSON strings (xLAM, parquet exports): decode them."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value) if value.strip() else None
-        except json.JSONDecodeError as e:
-            raise MalformedRow(f"{what}: string is not valid JSON ({e.msg})") from None
-    return value
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return None
+    try:
+        decoded = json.loads(value)
+        check_decoded(value, decoded)  # "\ud800" inside the string would break every UTF-8 writer later
+    except json.JSONDecodeError as e:
+        raise MalformedRow(f"{what}: string is not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise MalformedRow(f"{what}: string is not valid JSON ({NESTED})") from None
+    except ValueError as e:  # BadRow (a lone surrogate), or a number too long to read
+        raise MalformedRow(f"{what}: string is not usable JSON ({e})") from None
+    return decoded
 
 
 # ---- tools and calls ---------------------------------------------------------------------------------------------

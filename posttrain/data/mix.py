@@ -10,6 +10,10 @@
 
 Each bucket samples with its own generator seeded from (recipe seed, bucket name), so adding a bucket does not
 reshuffle the others.
+
+Up-sampling has a ceiling: a share that needs more than the recipe's ``max_repeat`` copies of a row (default 100) is an
+error before any row is picked (``count: 1000000`` of 40 rows would repeat each 25,000 times); a recipe that means it
+raises ``max_repeat`` (or sets it to null). Past ``WARN_COPIES`` copies the build warns either way.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from posttrain.data.recipe import Recipe
 from posttrain.errors import UserError
 
 Pick = tuple[int, int]  # (row index in the bucket's kept rows, repeat number: 0 for the first copy)
+WARN_COPIES = 10  # more copies of one row than this are worth a warning even when the recipe allows them
 
 
 def rng_for(seed: int, name: str) -> np.random.Generator:
@@ -72,6 +77,11 @@ class BucketPlan:
     picks: list[Pick] = field(default_factory=list)
     target: dict[str, Any] = field(default_factory=dict)  # {"rows": N} or {"tokens": T}, what was asked for
 
+    @property
+    def copies(self) -> int:
+        """The most copies of one row in the plan (1: no row repeated)."""
+        return max((r for _, r in self.picks), default=0) + 1
+
     def sampling(self, available: int) -> str:
         if any(r > 0 for _, r in self.picks):
             return "up"
@@ -82,11 +92,19 @@ def plan_mix(recipe: Recipe, tokens: dict[str, list[int]], where: str) -> dict[s
     """Which rows of each bucket go into the mix. ``tokens[b]`` are the token counts of bucket b's kept rows."""
     plans = {name: BucketPlan() for name in recipe.buckets}
 
+    def check_copies(name: str, copies: int, asked: str) -> None:
+        if recipe.max_repeat is not None and copies > recipe.max_repeat:
+            raise UserError(f"{where}: buckets.{name}: {asked} needs {copies} copies of its rows, more than max_repeat "
+                            f"{recipe.max_repeat}; give it more rows or a smaller share, or raise max_repeat (null: no "
+                            "limit) if you really mean to repeat them")
+
     def take_rows(name: str, n: int) -> None:
+        check_copies(name, -(-n // len(tokens[name])), f"{n} rows from {len(tokens[name])}")
         plans[name].target = {"rows": n}
         plans[name].picks = sample_count(len(tokens[name]), n, rng_for(recipe.seed, name))
 
     def take_tokens(name: str, budget: int) -> None:
+        check_copies(name, -(-budget // sum(tokens[name])), f"{budget} tokens from {sum(tokens[name])}")
         plans[name].target = {"tokens": budget}
         plans[name].picks = sample_tokens(tokens[name], budget, rng_for(recipe.seed, name)) if budget else []
 
@@ -143,3 +161,9 @@ def plan_mix(recipe: Recipe, tokens: dict[str, list[int]], where: str) -> dict[s
         for name, part in zip(replay, largest_remainder(budget, weights), strict=True):
             take_tokens(name, part)
     return plans
+
+
+def repeat_warnings(plans: dict[str, BucketPlan]) -> list[str]:
+    """One line per bucket that repeats a row more than WARN_COPIES times."""
+    return [f"buckets.{name}: up-sampled to {plan.copies} copies of some rows (a model sees each of them "
+            f"{plan.copies} times per epoch)" for name, plan in plans.items() if plan.copies > WARN_COPIES]

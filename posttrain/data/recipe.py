@@ -121,7 +121,7 @@ class Decontamination(Schema):
 class Recipe(Schema):
     kind: Kind
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     tokenizer: str | None = None
     defaults: Defaults = Field(default_factory=Defaults)
     max_malformed_fraction: float = Field(0.05, ge=0, le=1)
@@ -129,6 +129,8 @@ class Recipe(Schema):
     total_rows: int | None = Field(None, ge=1)
     total_tokens: int | None = Field(None, ge=1)
     replay_ratio: float = Field(0.2, ge=0, lt=1)
+    max_repeat: int | None = Field(100, ge=1, description="the most copies of one row up-sampling may make; null: no "
+                                   "limit")
     eval_sets: dict[str, EvalSet] = Field(default_factory=dict)
     decontamination: Decontamination = Field(default_factory=Decontamination)
     buckets: dict[str, Bucket] = Field(min_length=1)
@@ -153,6 +155,20 @@ class LoadedRecipe:
     def source_path(self, source: Source) -> Path:
         assert source.path is not None
         return (self.base / source.path).resolve()
+
+    def relative(self, path: str) -> str:
+        """How a recipe path was resolved, for messages: against the recipe's folder, not the current one."""
+        return f"relative to the recipe's folder {self.base}, i.e. {(self.base / path).resolve()}"
+
+    def input_paths(self) -> list[Path]:
+        """Every local file or folder the build reads (an output must not be written over any of them)."""
+        r = self.recipe
+        paths = [self.path]
+        paths += [self.source_path(s) for b in r.buckets.values() for s in b.sources if s.path is not None]
+        paths += [self.base / ev.path for ev in r.eval_sets.values()]
+        if r.tokenizer is not None:
+            paths.append(self.base / r.tokenizer)
+        return paths
 
     def resolved(self) -> dict[str, Any]:
         """The recipe as it was built: overrides applied, every default, format and filter filled in."""
@@ -201,11 +217,10 @@ def _check(loaded: LoadedRecipe, where: str) -> None:
         if name in BUILTIN_EVAL_SETS:
             raise UserError(f"{where}: eval_sets.{name}: {name!r} is a built-in eval set name; choose another name")
         if not (loaded.base / ev.path).is_file():
-            raise UserError(f"{where}: eval_sets.{name}.path: file not found: {ev.path} "
-                            f"(resolved to {(loaded.base / ev.path).resolve()})")
+            raise UserError(f"{where}: eval_sets.{name}.path: file not found: {ev.path} ({loaded.relative(ev.path)})")
     if r.tokenizer is not None and not (loaded.base / r.tokenizer).is_dir():
-        raise UserError(f"{where}: tokenizer: folder not found: {r.tokenizer} "
-                        f"(expected a Hugging Face tokenizer folder, relative to the recipe)")
+        raise UserError(f"{where}: tokenizer: folder not found: {r.tokenizer} (expected a Hugging Face tokenizer "
+                        f"folder, {loaded.relative(r.tokenizer)})")
     known_evals = set(r.eval_sets) | set(BUILTIN_EVAL_SETS)
     allowed = FORMATS_BY_KIND[r.kind]
     for name, bucket in r.buckets.items():
@@ -230,7 +245,7 @@ def _check(loaded: LoadedRecipe, where: str) -> None:
             loaded.formats[(name, i)] = fmt
             if src.path is not None and not (loaded.base / src.path).exists():
                 raise UserError(f"{where}: {key}.sources.{i}.path: file not found: {src.path} "
-                                f"(resolved to {(loaded.base / src.path).resolve()})")
+                                f"({loaded.relative(src.path)})")
     replay = [n for n, b in r.buckets.items() if b.replay]
     if replay and len(replay) == len(r.buckets):
         raise UserError(f"{where}: buckets: every bucket is marked replay: true; replay_ratio needs at least one "

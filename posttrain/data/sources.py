@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from posttrain.errors import UserError
+from posttrain.jsonrows import ENCODING_ERRORS, NESTED, BadRow, bad_bytes, check_decoded, end_of_value, parse_row
 from posttrain.manifest import file_sha256, folder_sha256
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -82,21 +84,21 @@ def _as_record(obj: Any) -> dict[str, Any] | Malformed:
 
 
 def _read_jsonl(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
-    with path.open(encoding="utf-8", errors="replace") as f:
+    with path.open(encoding="utf-8", errors=ENCODING_ERRORS) as f:  # bad bytes: a malformed row, not a "?" in it
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue  # blank lines are not rows
             try:
-                obj = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as e:
-                yield Where(label, line=lineno), Malformed(f"invalid JSON: {e.msg} at column {e.colno}")
+                obj = parse_row(line.rstrip("\r\n"))
+            except BadRow as e:
+                yield Where(label, line=lineno), Malformed(str(e))
                 continue
             yield Where(label, line=lineno), _as_record(obj)
 
 
 def _read_json(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
     """A JSON list of objects, decoded item by item so each item is reported with the line it starts on."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8", errors=ENCODING_ERRORS)
     decoder = json.JSONDecoder()
     pos = _skip_space(text, 0)
     if not text.startswith("[", pos):
@@ -107,17 +109,35 @@ def _read_json(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] |
     while not text.startswith("]", pos):
         line += text.count("\n", counted, pos)
         counted = pos
-        try:
-            obj, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:  # past a syntax error nothing can be trusted: the file is unusable
-            raise UserError(f"{label}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-        yield Where(label, line=line), _as_record(obj)
+        record, pos = _decode_item(decoder, text, pos, label, line)
+        yield Where(label, line=line), record
         pos = _skip_space(text, pos)
         if text.startswith(",", pos):
             pos = _skip_space(text, pos + 1)
         elif not text.startswith("]", pos):
             bad_line = text.count("\n", 0, pos) + 1
             raise UserError(f"{label}:{bad_line}: invalid JSON (expected ',' or ']' between list items)")
+
+
+def _decode_item(decoder: json.JSONDecoder, text: str, start: int, label: str,
+                 line: int) -> tuple[dict[str, Any] | Malformed, int]:
+    """One item of a JSON list and where it ends. An item the parser cannot take (too deep, a number too long, a lone
+    surrogate, bytes that are not UTF-8) is skipped by matching its brackets and is a Malformed row."""
+    try:
+        obj, end = decoder.raw_decode(text, start)
+        reason = bad_bytes(text[start:end])
+        if reason is not None:
+            raise BadRow(reason)
+        check_decoded(text[start:end], obj)
+        return _as_record(obj), end
+    except json.JSONDecodeError as e:  # past a syntax error nothing can be trusted: the file is unusable
+        raise UserError(f"{label}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    except (RecursionError, ValueError) as e:
+        skip_to = end_of_value(text, start)
+        if skip_to is None:
+            raise UserError(f"{label}:{line}: invalid JSON (an item that never ends)") from None
+        reason = str(e) if isinstance(e, BadRow) else NESTED if isinstance(e, RecursionError) else f"invalid JSON: {e}"
+        return Malformed(reason), skip_to
 
 
 def _skip_space(text: str, pos: int) -> int:
@@ -134,21 +154,44 @@ def _read_parquet(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any
     except Exception as e:  # pyarrow raises ArrowInvalid/OSError variants for unreadable files
         raise UserError(f"{label}: cannot read as parquet ({e})") from None
     i = 0
-    for batch in pf.iter_batches(batch_size=1024):
+    batches = pf.iter_batches(batch_size=1024)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as e:  # a damaged page (ArrowInvalid, OSError): where the rows stop cannot be trusted
+            raise UserError(f"{label}: cannot read as parquet past row {i} ({e})") from None
+        if batch is None:
+            break
         for rec in batch.to_pylist():
             yield Where(label, row=i), rec
             i += 1
 
 
 def _read_csv(path: Path, label: str) -> Iterator[tuple[Where, dict[str, Any] | Malformed]]:
-    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+    # The csv module's default field limit (128 KiB) is for guarding against runaway quotes; a long text field is a
+    # real row here (JSONL has no such limit). The limit is process-wide and only ever raised.
+    csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**31 - 1)))
+    with path.open(encoding="utf-8", errors=ENCODING_ERRORS, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if not header:
             return
-        for fields in reader:
+        if any(bad_bytes(x) for x in header):
+            raise UserError(f"{label}:1: the header is {next(r for x in header if (r := bad_bytes(x)))}")
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:  # the reader goes on at the next line
+                yield Where(label, line=reader.line_num), Malformed(f"unreadable CSV row: {e}")
+                continue
             where = Where(label, line=reader.line_num)
             if not any(x.strip() for x in fields):
+                continue
+            reason = next((r for x in fields if (r := bad_bytes(x))), None)
+            if reason is not None:
+                yield where, Malformed(reason)
                 continue
             if len(fields) != len(header):
                 yield where, Malformed(f"CSV row has {len(fields)} fields, the header has {len(header)}")

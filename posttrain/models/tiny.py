@@ -14,12 +14,11 @@ import contextlib
 import importlib
 import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from posttrain.atomic import output_lock, staged_folder
 from posttrain.models.chat_template import IM_END, IM_START, install_chat_template
+from posttrain.paths import check_may_replace, listing
 
 ENDOFTEXT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -29,6 +28,13 @@ HIDDEN_SIZE = 64
 NUM_HEADS = 2  # head_dim = 64 / 2 = 32, the smallest head size vLLM's CPU attention supports
 NUM_LAYERS = 2
 MAX_POSITIONS = 2048
+# What save_pretrained writes for the tiny model (across transformers versions); a folder holding anything else is not
+# one we may replace.
+TINY_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "chat_template.jinja"}
+TINY_SHAPE = {"model_type": "llama", "hidden_size": HIDDEN_SIZE, "num_hidden_layers": NUM_LAYERS,
+              "num_attention_heads": NUM_HEADS, "max_position_embeddings": MAX_POSITIONS}
+WHAT = "tiny model folder"
 
 # Standard-library modules whose docstrings make a deterministic English + code corpus for the tokenizer.
 _CORPUS_MODULES = (
@@ -85,16 +91,33 @@ def build_tokenizer(vocab_size: int = VOCAB_SIZE):
     return install_chat_template(tokenizer)
 
 
+def _not_a_tiny_model(folder: Path) -> str | None:
+    """None when ``folder`` holds an earlier tiny model and nothing else, else what it holds (for the message)."""
+    names = {p.name for p in folder.iterdir()}
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = None
+    shaped = isinstance(config, dict) and all(config.get(k) == v for k, v in TINY_SHAPE.items())
+    if shaped and names <= TINY_FILES:
+        return None
+    if shaped:
+        return f"a tiny model plus other files ({', '.join(sorted(names - TINY_FILES))})"
+    return f"files that are not a tiny model ({listing(folder)})"
+
+
 def make_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random Llama model + tokenizer (+ chat template) to ``out_dir`` with ``save_pretrained``.
 
-    Deterministic for a given ``seed`` and Python version. The folder is written atomically: a crash never leaves a
+    Deterministic for a given ``seed`` and Python version. ``out_dir`` must be absent, empty or an earlier tiny model
+    (anything else is a UserError, not deleted). The folder is written atomically: a crash never leaves a
     half-written model where a caller expects a whole one.
     """
+    out_dir = Path(out_dir)
+    check_may_replace(out_dir, "a tiny model", _not_a_tiny_model, WHAT)
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    out_dir = Path(out_dir)
     tokenizer = build_tokenizer()
     # Round the embedding size up to a multiple of 64 (as real models do); ids past the tokenizer are never produced.
     vocab_size = -(-len(tokenizer) // 64) * 64
@@ -120,14 +143,9 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
         pad_token_id=config.pad_token_id,
     )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with output_lock(out_dir, WHAT):
+        check_may_replace(out_dir, "a tiny model", _not_a_tiny_model, WHAT)  # again, now that no one else writes it
+        with staged_folder(out_dir) as staging:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
     return out_dir
