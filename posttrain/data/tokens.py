@@ -15,7 +15,6 @@ from posttrain.errors import UserError
 
 _WORDS = re.compile(r"\w+")  # letters/digits/underscore runs
 _SYMBOLS = re.compile(r"[^\w\s]")  # every other non-space character
-APPROX_NAME = "builtin-approx-v1"
 APPROX_DESCRIPTION = ("built-in approximation (no tokenizer given): every punctuation/symbol character counts 1, every "
                       "word ceil(len/4) tokens (at least 1); close to BPE counts for English prose, not exact")
 

@@ -16,19 +16,18 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat
 
-from posttrain.config import Schema
 from posttrain.errors import UserError
 from posttrain.manifest import finished_run, start_fresh
-from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.models.loading import load_tokenizer
 from posttrain.report import Progress, as_progress
 from posttrain.report.tables import print_finished
 from posttrain.stages.contract import Stage, StageResult, output_folder, trainer_inputs, training_summary
 from posttrain.training.arguments import sft_arguments
 from posttrain.training.checkpoints import fit
-from posttrain.training.data import built_dataset, split_eval, training_inputs
+from posttrain.training.data import model_and_dataset, split_eval
 from posttrain.training.model import load_model, peft_config, save_model
 from posttrain.training.outputs import training_metrics, write_outputs
-from posttrain.training.settings import LoraSettings, TrainSettings
+from posttrain.training.settings import DatasetStageConfig, TrainSettings
 
 NAME = "midtrain"
 DOC_SEPARATORS = ("<|endoftext|>",)
@@ -40,15 +39,10 @@ class MidtrainTrain(TrainSettings):
     learning_rate: PositiveFloat = 5e-5
 
 
-class MidtrainStageConfig(Schema):
-    """``posttrain midtrain`` config."""
+class MidtrainStageConfig(DatasetStageConfig):
+    """``posttrain midtrain`` config (``data``: a built `text` dataset)."""
 
-    model: str = Field(..., description="A Hugging Face model folder or a known name (smollm2-135m-instruct).")
-    data: Path = Field(..., description="A text dataset folder written by `posttrain data build`.")
-    output_dir: Path
-    lora: LoraSettings | None = None
     train: MidtrainTrain = Field(default_factory=MidtrainTrain)
-    resume: bool = Field(True, description="Resume from the newest checkpoint in output_dir/checkpoints.")
 
 
 def run_midtrain(cfg: MidtrainStageConfig, source: str = "config", progress: Progress | None = None) -> StageResult:
@@ -62,9 +56,7 @@ def run_midtrain(cfg: MidtrainStageConfig, source: str = "config", progress: Pro
     config = cfg.model_dump(mode="json")
 
     # 1. Inputs: the model and the built text dataset. Same config + inputs as a finished run: nothing to do.
-    model_dir = resolve_model(cfg.model, key=f"{source}: model")
-    dataset, _ = built_dataset(cfg.data, "text", source)
-    inputs = training_inputs(cfg.data, model_dir)
+    model_dir, dataset, inputs = model_and_dataset(cfg, "text", source)
     if finished_run(out, NAME, config, inputs):
         report.say(f"{out} is already trained with this config and these inputs; nothing to do")
         return StageResult.read(out, model_dir=out)

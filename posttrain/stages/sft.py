@@ -15,20 +15,19 @@ from typing import Any
 
 from pydantic import Field
 
-from posttrain.config import Schema
 from posttrain.data.formats import ROLES
 from posttrain.errors import UserError
 from posttrain.manifest import finished_run, start_fresh
-from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.models.loading import load_tokenizer
 from posttrain.report import Progress, as_progress
 from posttrain.report.tables import print_finished
 from posttrain.stages.contract import Stage, StageResult, output_folder, trainer_inputs, training_summary
 from posttrain.training.arguments import sft_arguments
 from posttrain.training.checkpoints import fit
-from posttrain.training.data import built_dataset, split_eval, training_inputs
+from posttrain.training.data import model_and_dataset, split_eval
 from posttrain.training.model import load_model, peft_config, save_model
 from posttrain.training.outputs import training_metrics, write_outputs
-from posttrain.training.settings import LoraSettings, TrainSettings
+from posttrain.training.settings import DatasetStageConfig, TrainSettings
 
 NAME = "sft"
 
@@ -37,15 +36,10 @@ class SFTTrain(TrainSettings):
     assistant_only_loss: bool = Field(True, description="Train only on assistant tokens (incl. their <|im_end|>).")
 
 
-class SFTStageConfig(Schema):
-    """``posttrain sft`` config."""
+class SFTStageConfig(DatasetStageConfig):
+    """``posttrain sft`` config (``data``: a built `chat` dataset)."""
 
-    model: str = Field(..., description="A Hugging Face model folder or a known name (smollm2-135m-instruct).")
-    data: Path = Field(..., description="A chat dataset folder written by `posttrain data build`.")
-    output_dir: Path
-    lora: LoraSettings | None = None
     train: SFTTrain = Field(default_factory=SFTTrain)
-    resume: bool = Field(True, description="Resume from the newest checkpoint in output_dir/checkpoints.")
 
 
 def run_sft(cfg: SFTStageConfig, source: str = "config", progress: Progress | None = None) -> StageResult:
@@ -59,9 +53,7 @@ def run_sft(cfg: SFTStageConfig, source: str = "config", progress: Progress | No
     config = cfg.model_dump(mode="json")
 
     # 1. Inputs: the model (folder or known name) and the built chat dataset. Same config + inputs as last time: done.
-    model_dir = resolve_model(cfg.model, key=f"{source}: model")
-    dataset, _ = built_dataset(cfg.data, "chat", source)
-    inputs = training_inputs(cfg.data, model_dir)
+    model_dir, dataset, inputs = model_and_dataset(cfg, "chat", source)
     if finished_run(out, NAME, config, inputs):
         report.say(f"{out} is already trained with this config and these inputs; nothing to do")
         return StageResult.read(out, model_dir=out)

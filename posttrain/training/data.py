@@ -37,3 +37,12 @@ def split_eval(dataset: Any, fraction: float, seed: int) -> tuple[Any, Any | Non
 def training_inputs(data_dir: Path, model_dir: Path) -> dict[str, str]:
     """What decides a training run's result besides its config: the built dataset and the starting model."""
     return {str(data_dir / MANIFEST): file_sha256(data_dir / MANIFEST), str(model_dir): model_sha256(model_dir)}
+
+
+def model_and_dataset(cfg: Any, kind: str, source: str) -> tuple[Path, Any, dict[str, str]]:
+    """A dataset stage's inputs (``cfg.model``, ``cfg.data`` of ``kind``) -> (model folder, dataset, input hashes)."""
+    from posttrain.models.loading import resolve_model
+
+    model_dir = resolve_model(cfg.model, key=f"{source}: model")
+    dataset, _ = built_dataset(cfg.data, kind, source)
+    return model_dir, dataset, training_inputs(cfg.data, model_dir)

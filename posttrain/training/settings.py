@@ -8,6 +8,7 @@ checkpoints). A stage's own section subclasses them and changes defaults (``RLTr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt
@@ -71,3 +72,13 @@ class TrainSettings(TrainerSettings, Batches, Checkpoints):
     packing_strategy: Literal["bfd", "bfd_split", "wrapped"] = "bfd"
     eval_fraction: float = Field(0.0, ge=0.0, le=0.5)
     eval_steps: PositiveInt | None = Field(None, description="Evaluate every N steps; the end of training always is.")
+
+
+class DatasetStageConfig(Schema):
+    """The config of a stage that trains a model on one built dataset (midtrain, sft); it adds its ``train``."""
+
+    model: str = Field(..., description="A Hugging Face model folder or a known name (smollm2-135m-instruct).")
+    data: Path = Field(..., description="A dataset folder written by `posttrain data build`, of the stage's kind.")
+    output_dir: Path
+    lora: LoraSettings | None = None
+    resume: bool = Field(True, description="Resume from the newest checkpoint in output_dir/checkpoints.")

@@ -78,9 +78,6 @@ DEFINITIONS = {
     "a democracy": "a system of government in which citizens choose their leaders or make decisions by voting",
 }
 
-WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-
-
 def plural(unit: str, value: float) -> str:
     if value == 1:
         return unit
