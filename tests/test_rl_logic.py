@@ -138,11 +138,15 @@ def test_rollout_func_gives_engine_tokens_with_environment_tokens_masked(pool, p
     params = {b: SamplingParams(max_tokens=10) for b in ("math", "tools", "echo")}
     rollout = PoolRollout(pool, rows, params, AgentLoopConfig(max_turns=4), {}, seed=0)
     trainer = SimpleNamespace(rollout_inputs=[{"row": r} for r in (0, 0, 1, 1, 2, 2)],
-                              state=SimpleNamespace(global_step=0))
+                              state=SimpleNamespace(global_step=0), num_generations=2)
     out = rollout([None] * 6, trainer)
 
     episodes, tok = out["episode"], pool.tokenizer
-    assert set(out) == {"prompt_ids", "completion_ids", "logprobs", "env_mask", "episode"}
+    # TRL's fields, the episodes for the rewards, and the rows actually played (dynamic sampling may replace some)
+    assert set(out) == {"prompt_ids", "completion_ids", "logprobs", "env_mask", "episode", "row", "env", "bucket",
+                        "policy_version"}
+    assert out["row"] == [0, 0, 1, 1, 2, 2] and out["env"] == ["math", "math", "tool_calling", "tool_calling",
+                                                                plugin_envs["echo"], plugin_envs["echo"]]
     assert all(len(out[k]) == 6 for k in out) and [ep.task["id"] for ep in episodes[::2]] == [
         math_task["id"], tool_task["id"], echo_task["id"]]
     for i, ep in enumerate(episodes):

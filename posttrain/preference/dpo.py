@@ -19,8 +19,9 @@ from posttrain.preference.training import PairTrainSettings, log_series, summari
 from posttrain.report import Progress
 from posttrain.training.arguments import trainer_arguments
 from posttrain.training.checkpoints import fit
-from posttrain.training.model import load_model, save_model
+from posttrain.training.model import load_model, peft_config, save_model
 from posttrain.training.outputs import training_metrics
+from posttrain.training.settings import LoraSettings
 
 MARGIN, ACCURACY = "rewards/margins", "rewards/accuracies"
 
@@ -58,9 +59,13 @@ def pair_lengths(tokenizer: Any, pairs: list[dict[str, Any]], max_length: int) -
 
 
 def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]], eval_pairs: list[dict[str, Any]],
-              train: DPOTrain, out: Path, resume: bool, progress: Progress,
-              round_: int) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]]]:
+              train: DPOTrain, out: Path, resume: bool, progress: Progress, round_: int,
+              lora: LoraSettings | None = None) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]]]:
     """Train ``policy_dir`` on ``pairs`` into ``out`` (checkpoints in ``out/checkpoints``, resumed when present).
+
+    With ``lora`` a fresh adapter trains on the policy and is merged into the saved weights (the next round starts
+    from them); when the reference is the policy itself, the reference is the policy with the adapter switched off,
+    so no second copy of the model is held.
 
     Returns (metrics, output file hashes, the trainer's log history). Metrics hold the chosen-rejected reward margin
     and accuracy over training steps and on ``eval_pairs`` before and after training.
@@ -78,17 +83,20 @@ def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]]
 
     tokenizer = load_tokenizer(policy_dir)
     lengths = pair_lengths(tokenizer, pairs, train.max_length)
-    model, _ = load_model(policy_dir)
-    reference = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=torch.float32)
+    model, _ = load_model(policy_dir, lora)
+    same = Path(reference_dir).resolve() == Path(policy_dir).resolve()
+    reference = None if lora is not None and same else AutoModelForCausalLM.from_pretrained(reference_dir,
+                                                                                           dtype=torch.float32)
     args = trainer_arguments(DPOConfig, train, out, evaluate=bool(eval_pairs), dataloader_num_workers=0,
                              beta=train.beta, loss_type=list(train.loss_type))
     trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=as_dataset(pairs),
                          eval_dataset=as_dataset(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
-                         callbacks=training_callbacks(train, out, progress, round_))
+                         peft_config=peft_config(lora), callbacks=training_callbacks(train, out, progress, round_))
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts (fit removes it too, but after this evaluate)
     before = trainer.evaluate() if eval_pairs else {}
     result, after = fit(trainer, out, resume)
-    outputs = save_model(trainer, out, tokenizer, None, torch.float32)
+    merged = lora.model_copy(update={"merge": True}) if lora is not None else None
+    outputs = save_model(trainer, out, tokenizer, merged, torch.float32)
     history = trainer.state.log_history
     metrics = training_metrics(result, after, history, trainer.state.global_step)
     metrics.update(lengths)

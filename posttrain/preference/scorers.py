@@ -123,6 +123,14 @@ def check_reward_model(model_dir: str | Path, key: str) -> Path:
     from transformers import AutoConfig
 
     folder = Path(model_dir)
+    if (folder / "adapter_config.json").is_file():  # `posttrain rm` with lora.merge: false
+        import json
+
+        adapter = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        if adapter.get("task_type") != "SEQ_CLS":
+            raise UserError(f"{key}: {folder} holds a LoRA adapter for {adapter.get('task_type')}, not a reward "
+                            "model's (SEQ_CLS, as `posttrain rm` writes with lora.merge: false)")
+        return folder
     if not (folder / "config.json").is_file():
         raise UserError(f"{key}: {folder} is not a model folder (no config.json); expected the output of "
                         "`posttrain rm`")
@@ -147,7 +155,13 @@ class RewardModelScorer:
 
         folder = check_reward_model(model_dir, key)
         self.tokenizer = load_tokenizer(folder)
-        self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+        if (folder / "adapter_config.json").is_file():  # a LoRA reward model: the adapter on its base, merged once
+            from peft import AutoPeftModelForSequenceClassification
+
+            self.model = AutoPeftModelForSequenceClassification.from_pretrained(
+                folder, num_labels=1, dtype=torch.float32).merge_and_unload().eval()
+        else:
+            self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else \
             self.tokenizer.eos_token_id
         self.model.config.pad_token_id = self.pad_token_id  # the head reads the last non-pad token of each row

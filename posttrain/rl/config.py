@@ -18,7 +18,7 @@ from posttrain.rollout.agent_loop import AgentLoopConfig
 from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig
 from posttrain.tasks import TasksConfig, VerifySettings
-from posttrain.training.settings import Checkpoints, Scheduler, TrainerSettings
+from posttrain.training.settings import Checkpoints, LoraSettings, Scheduler, TrainerSettings
 
 LossType = Literal["grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo"]
 ISMode = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
@@ -104,6 +104,14 @@ class HeldOutSettings(Schema):
         return value
 
 
+class DynamicSampling(Schema):
+    """DAPO's dynamic sampling: a prompt whose episodes all get the same reward (all solved, all failed) has zero
+    advantages and teaches nothing; its group is replaced by another prompt's before the loss."""
+
+    max_rounds: PositiveInt = Field(2, description="refill rounds per batch: each replaces every group still flat by "
+                                    "a freshly drawn prompt's group; what is still flat after the last is kept")
+
+
 class LogicTrackConfig(Schema):
     """``posttrain rl-logic`` config: GRPO/RLOO on environment tasks with verifiable rewards."""
 
@@ -120,6 +128,16 @@ class LogicTrackConfig(Schema):
     envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
     rewards: RewardSettings = Field(default_factory=RewardSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    lora: LoraSettings | None = Field(None, description="train a LoRA adapter (TRL's peft_config) instead of every "
+                                      "weight; merge: false saves only the adapter (the merge stage takes it)")
+    weight_push: Literal["auto", "merged", "adapter"] = Field(
+        "auto", description="how a LoRA policy reaches the rollout workers each step: adapter (only its tensors; the "
+        "workers apply it on the base), merged (the full weights with it folded in), auto (adapter)")
+    max_staleness: int = Field(0, ge=0, description="rollouts run up to this many optimizer steps ahead of training "
+                               "(asynchronous, off-policy by at most that many steps); 0: on-policy, each batch "
+                               "generated when the trainer needs it")
+    dynamic_sampling: DynamicSampling | None = Field(None, description="replace prompt groups of equal rewards "
+                                                     "(DAPO); off when absent")
     resume: bool = Field(True, description="resume from the newest checkpoint in output_dir/checkpoints")
 
     @model_validator(mode="after")
@@ -134,6 +152,17 @@ class LogicTrackConfig(Schema):
             raise ValueError("sampling.seed: per-episode seeds derive from train.seed; remove sampling.seed")
         if s.logprobs is False or any(b.logprobs is False for b in s.buckets.values()):
             raise ValueError("sampling.logprobs: the trainer needs the sampling log-probs; remove logprobs: false")
+        if self.weight_push != "auto" and self.lora is None:
+            raise ValueError(f"weight_push: {self.weight_push} is how a LoRA policy reaches the workers; set lora, or "
+                             "remove weight_push (full weights are pushed)")
+        if self.max_staleness and self.train.num_iterations > 1:
+            raise ValueError("max_staleness: rollouts ahead of training take one optimizer step per generated batch; "
+                             "set train.num_iterations: 1 or max_staleness: 0")
+        lora_kwargs = self.rollout.engine_kwargs.get("enable_lora")
+        if self.lora is not None and self.weight_push in ("auto", "adapter") and self.rollout.engine == "vllm" \
+                and lora_kwargs is False:
+            raise ValueError("weight_push: adapter needs vLLM's LoRA support, but rollout.engine_kwargs.enable_lora "
+                             "is false; remove it, or set weight_push: merged")
         base = s.resolve()
         if base.temperature == 0:
             raise ValueError("sampling.temperature: 0 (greedy) gives every episode of a group the same answer, so "

@@ -62,12 +62,36 @@ class EnvReward:
         rewards: list[float | None] = [None] * len(env)
         if not mine:
             return rewards
-        results = self.verifier.verify_all(episode[i].trajectory for i in mine)
+        judge([episode[i] for i in mine], self.verifier)
+        results = [episode[i].verdict for i in mine]
         for i, result in zip(mine, results, strict=True):
             rewards[i] = float(result.score)
         if log_metric is not None:
             log_metric(f"pass_rate/{self.__name__}", sum(r.passed for r in results) / len(results))
         return rewards
+
+
+def judge(episodes: Sequence[Episode], verifier: Any) -> None:
+    """Verify the episodes no verifier has judged yet and keep each verdict on its episode: an episode verified
+    ahead of the reward (rollouts that run ahead, dynamic sampling) is not verified twice."""
+    todo = [ep for ep in episodes if ep.verdict is None]
+    if todo:
+        for ep, result in zip(todo, verifier.verify_all(ep.trajectory for ep in todo), strict=True):
+            ep.verdict = result
+
+
+def combined_rewards(episodes: Sequence[Episode], funcs: Sequence[RewardFunc], weights: Sequence[float],
+                     env: Sequence[str]) -> list[float | None]:
+    """Each episode's reward as TRL sums it (``reward_weights`` times each function's value, ``None`` skipped; an
+    episode no function scores is ``None``)."""
+    totals: list[float | None] = [None] * len(episodes)
+    for func, weight in zip(funcs, weights, strict=True):
+        values = func(prompts=[None] * len(episodes), completions=[None] * len(episodes), env=list(env),
+                      episode=list(episodes))
+        for i, v in enumerate(values):
+            if v is not None:
+                totals[i] = (totals[i] or 0.0) + weight * float(v)
+    return totals
 
 
 class FormatPenalty:

@@ -16,7 +16,8 @@ finished (not truncated) completion.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from posttrain.rollout.agent_loop import AgentLoopConfig, Episode, run_episodes
@@ -78,27 +79,107 @@ def _render_prompt(ep: Episode, tokenizer: Any) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+@dataclass
+class Refill:
+    """Dynamic sampling (DAPO): a prompt group whose episodes all get the same reward teaches nothing (its advantages
+    are 0), so it is replaced by the group of another prompt, drawn from the training rows, up to ``rounds`` times."""
+
+    rounds: int
+    score: Callable[[Sequence[Episode]], list[float | None]]  # the rewards TRL will give the episodes
+    verify: Callable[[Sequence[Episode]], None]  # judges the episodes (verdicts kept on them)
+
+
 class PoolRollout:
     """The ``rollout_func`` for :class:`posttrain.rl.trainer.LogicGRPOTrainer`: plays one episode per batch entry.
 
     The trainer exposes the batch's dataset rows as ``trainer.rollout_inputs`` (TRL passes only the prompts); each row
     carries ``row``, its index into ``rows``, which names the task, its environment and its bucket's sampling params.
+    With ``refill`` (dynamic sampling) groups of equal rewards are replaced by other prompts' groups; the rows
+    actually played go back to TRL with the episodes (``row``, ``env``, ``bucket``), so every reward is routed to
+    the environment that played it.
     """
 
     def __init__(self, pool: Any, rows: Sequence[TaskRow], params: Mapping[str, SamplingParams],
-                 agent: AgentLoopConfig, env_kwargs: Mapping[str, dict[str, Any]], seed: int) -> None:
+                 agent: AgentLoopConfig, env_kwargs: Mapping[str, dict[str, Any]], seed: int,
+                 refill: Refill | None = None) -> None:
         self.pool, self.rows, self.params, self.agent = pool, list(rows), dict(params), agent
-        self.env_kwargs, self.seed = dict(env_kwargs), seed
+        self.env_kwargs, self.seed, self.refill = dict(env_kwargs), seed, refill
         self.episodes_played = 0
+        self.stats = {"groups": 0, "zero_variance": 0, "refilled": 0, "kept_zero_variance": 0}
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
         inputs = trainer.rollout_inputs
         if len(inputs) != len(prompts):
             raise RuntimeError(f"rollout: {len(prompts)} prompts but {len(inputs)} dataset rows in the batch")
-        step = trainer.state.global_step
-        rows = [self.rows[x["row"]] for x in inputs]
-        sampling = [self.params[row.bucket].with_updates(n=1, seed=episode_seed(self.seed, step, i))
-                    for i, row in enumerate(rows)]
-        episodes = play_rows(self.pool, rows, sampling, self.agent, self.env_kwargs)
+        played, refill = self.play([x["row"] for x in inputs], trainer.state.global_step, trainer.num_generations)
+        sync = getattr(trainer, "weight_sync", None)
+        for _, ep in played:
+            ep.policy_version = sync.synced_step if sync is not None else None
+        log_refill(trainer, refill)
+        return self.fields(played)
+
+    def play(self, row_indices: Sequence[int], step: int,
+             group: int) -> tuple[list[tuple[int, Episode]], dict[str, int]]:
+        """One episode per entry (``group`` consecutive entries share a prompt), seeded by the step and position so a
+        resumed run draws the same episodes; -> ((row index, episode) per entry, in order; this batch's dynamic
+        sampling counts)."""
+        sampling = [self.params[self.rows[r].bucket].with_updates(n=1, seed=episode_seed(self.seed, step, i))
+                    for i, r in enumerate(row_indices)]
+        episodes = play_rows(self.pool, [self.rows[r] for r in row_indices], sampling, self.agent, self.env_kwargs)
         self.episodes_played += len(episodes)
-        return {**trl_fields(episodes, self.pool.tokenizer), "episode": episodes}
+        played = list(zip(row_indices, episodes, strict=True))
+        counts: dict[str, int] = {}
+        if self.refill is not None:
+            played, counts = self._refill(played, step, group)
+            for key, value in counts.items():
+                self.stats[key] += value
+        return played, counts
+
+    def fields(self, played: list[tuple[int, Episode]]) -> dict[str, list[Any]]:
+        rows = [self.rows[r] for r, _ in played]
+        episodes = [ep for _, ep in played]
+        return {**trl_fields(episodes, self.pool.tokenizer), "episode": episodes, "row": [r for r, _ in played],
+                "env": [row.env for row in rows], "bucket": [row.bucket for row in rows],
+                "policy_version": [ep.policy_version for ep in episodes]}
+
+    def _refill(self, played: list[tuple[int, Episode]], step: int,
+                group: int) -> tuple[list[tuple[int, Episode]], dict[str, int]]:
+        """Replace zero-variance groups, round by round, with groups of prompts drawn (seeded by the step) from the
+        training rows; what is still flat after the last round is kept (it only adds nothing to the gradient)."""
+        import random
+
+        assert self.refill is not None
+        groups = [played[i:i + group] for i in range(0, len(played), group)]
+        draw = random.Random(f"{self.seed}:refill:{step}")
+        counts = {"groups": len(groups), "zero_variance": 0, "refilled": 0, "kept_zero_variance": 0}
+        for attempt in range(self.refill.rounds + 1):
+            self.refill.verify([ep for g in groups for _, ep in g])
+            flat = [i for i, g in enumerate(groups) if _flat(self.refill.score([ep for _, ep in g]))]
+            if attempt == 0:
+                counts["zero_variance"] = len(flat)
+            if not flat or attempt == self.refill.rounds:
+                counts["kept_zero_variance"] = len(flat)
+                break
+            rows = [draw.randrange(len(self.rows)) for _ in flat]
+            sampling = [self.params[self.rows[r].bucket].with_updates(
+                n=group, seed=episode_seed(self.seed, step, 1_000_000 * (attempt + 1) + k)) for k, r in enumerate(rows)]
+            fresh = play_rows(self.pool, [self.rows[r] for r in rows], sampling, self.agent, self.env_kwargs)
+            self.episodes_played += len(fresh)
+            counts["refilled"] += len(flat)
+            for k, (i, r) in enumerate(zip(flat, rows, strict=True)):
+                groups[i] = [(r, ep) for ep in fresh[k * group:(k + 1) * group]]
+        return [entry for g in groups for entry in g], counts
+
+
+def log_refill(trainer: Any, counts: dict[str, int]) -> None:
+    """This batch's dynamic sampling in the step's logged row (TRL averages what reward functions log)."""
+    if counts and counts["groups"] and hasattr(trainer, "_log_metric"):
+        trainer._log_metric("dynamic/zero_variance_fraction", counts["zero_variance"] / counts["groups"])
+        trainer._log_metric("dynamic/refilled_groups", float(counts["refilled"]))
+        trainer._log_metric("dynamic/kept_zero_variance", float(counts["kept_zero_variance"]))
+
+
+def _flat(rewards: list[float | None]) -> bool:
+    """All scored rewards equal (or none scored): the group's advantages are all 0."""
+    values = [r for r in rewards if r is not None]
+    return len(values) < 2 or max(values) - min(values) < 1e-9

@@ -71,6 +71,9 @@ class Episode:
     end_reason: str = ""  # "done", "max_turns", "token_budget" or "env_error"
     error: str | None = None
     exact: bool = True  # decode(token_ids) == the template's rendering of messages
+    env: str = ""  # the environment that played it
+    policy_version: int | None = None  # the optimizer step whose weights generated it (RL), when known
+    verdict: Any = None  # its VerifyResult, once a verifier judged it (kept so that it is judged once)
 
     @property
     def num_turns(self) -> int:
@@ -154,7 +157,7 @@ def run_episodes(generator: Generator, env: str, tasks: Sequence[Task],
     active: list[_Running] = []
     for task, params in zip(tasks, per_task, strict=True):
         for j in range(params.n):
-            ep = Episode(task=task, sample_index=j)
+            ep = Episode(task=task, sample_index=j, env=env)
             episodes.append(ep)
             run = _start(ep, make_env(env, **(env_kwargs or {})), params, len(episodes) - 1, renderer)
             if run is not None:

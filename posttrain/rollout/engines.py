@@ -66,8 +66,21 @@ class Engine(ABC):
     def update_weights(self, named_tensors: NamedTensors) -> None:
         """Load tensors named as in a transformers checkpoint (a full or partial ``state_dict``)."""
 
+    def update_adapter(self, named_tensors: NamedTensors, config: dict[str, Any]) -> None:
+        """Generate from now on with this LoRA adapter on the loaded weights: tensors named as peft saves them
+        (``get_peft_model_state_dict``), ``config`` a peft ``LoraConfig`` as a dict. A later call replaces it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot load LoRA adapters; push merged weights instead")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model (engines hold GBs of memory)."""
+
+
+def adapter_module_name(peft_name: str) -> str:
+    """A peft state-dict name (``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``) -> the module path
+    inside the base model (``model.layers.0.self_attn.q_proj``) and which matrix (``lora_A``), joined by a colon."""
+    name = peft_name.removeprefix("base_model.model.")
+    module, _, matrix = name.rpartition(".lora_")
+    return f"{module}:lora_{matrix.removesuffix('.weight')}"
 
 
 def per_prompt(sampling: SamplingParams | Sequence[SamplingParams], n_prompts: int) -> list[SamplingParams]:

@@ -20,6 +20,7 @@ from posttrain.rollout.engines import (
     Engine,
     NamedTensors,
     Sample,
+    adapter_module_name,
     check_prompts,
     iter_checkpoint_tensors,
     named_items,
@@ -27,6 +28,8 @@ from posttrain.rollout.engines import (
     weight_files,
 )
 from posttrain.rollout.sampling import SamplingParams
+
+ADAPTER = "policy"  # the adapter's name inside the engine's model
 
 
 def _hits_stop(tokenizer: Any, generated: list[int], stop: list[str]) -> bool:
@@ -161,13 +164,42 @@ class HFEngine(Engine):
         self._load(named_items(named_tensors), source="update_weights")
 
     @torch.no_grad()
+    def update_adapter(self, named_tensors: NamedTensors, config: dict[str, Any]) -> None:
+        """peft's LoRA layers injected once into the loaded model (adapter ``policy``), their weights replaced on
+        every update; the base weights stay as they are."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if not getattr(self, "_adapter_injected", False):
+            lora = LoraConfig(**{k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__})
+            lora.inference_mode = True
+            self.model = inject_adapter_in_model(lora, self.model, adapter_name=ADAPTER).eval()
+            self._adapter_injected = True
+        params = dict(self.model.named_parameters())
+        for name, tensor in named_items(named_tensors):
+            module, matrix = adapter_module_name(name).split(":")
+            target = params.get(f"{module}.{matrix}.{ADAPTER}.weight")
+            if target is None:
+                raise ValueError(f"update_adapter: the model has no LoRA layer for {name}")
+            target.copy_(tensor.to(device=target.device, dtype=target.dtype))
+
+    @torch.no_grad()
     def _load(self, items: Any, source: str) -> None:
+        """New weights replace the model, so an adapter loaded before is dropped (its B matrices zeroed: it adds
+        nothing until the next ``update_adapter``)."""
+        if getattr(self, "_adapter_injected", False):
+            for name, param in self.model.named_parameters():
+                if f".lora_B.{ADAPTER}." in name:
+                    param.zero_()
         # remove_duplicate=False: a tied lm_head is listed under its own name too, as in a state_dict
         params = dict(self.model.named_parameters(remove_duplicate=False))
         params.update(dict(self.model.named_buffers(remove_duplicate=False)))
         unknown = []
         for name, tensor in items:
+            # with an adapter injected, a LoRA-wrapped layer keeps its own weight under `base_layer`
             target = params.get(name)
+            if target is None and name.endswith((".weight", ".bias")):
+                stem, _, kind = name.rpartition(".")
+                target = params.get(f"{stem}.base_layer.{kind}")
             if target is None:
                 unknown.append(name)
                 continue

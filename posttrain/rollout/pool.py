@@ -27,6 +27,16 @@ from posttrain.rollout.workers import RolloutWorker, start_ray, worker_options
 MAX_QUEUED_PER_WORKER = 2
 
 
+def _object_ref(named_tensors: Any) -> Any:
+    """Tensors in Ray's object store, packed into one buffer (a ref already put there is used as it is)."""
+    import ray
+
+    if isinstance(named_tensors, ray.ObjectRef):
+        return named_tensors
+    packed = named_tensors if isinstance(named_tensors, PackedTensors) else pack_tensors(named_items(named_tensors))
+    return ray.put(packed)
+
+
 class RolloutError(RuntimeError):
     """Rollouts could not finish (workers kept dying or could not start)."""
 
@@ -64,7 +74,8 @@ class RolloutPool:
         self.max_chunk_failures = max_chunk_failures
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.restarts = 0
-        self._latest_weights: tuple[str, Any] | None = None  # ("path", str) or ("tensors", ObjectRef)
+        # what a recreated worker reloads: ("path", str), ("tensors", ref), or the adapter on top: ("adapter", refs)
+        self._latest_weights: tuple[str, Any] | None = None
         self._restores: dict[int, Any] = {}  # worker index -> ref of the weight reload a recreated worker runs first
         self._actor_cls = ray.remote(RolloutWorker)
         self.workers = [self._new_worker() for _ in range(num_workers)]
@@ -95,8 +106,11 @@ class RolloutPool:
         self.restarts += 1
         if self._latest_weights is not None:
             kind, value = self._latest_weights
-            method = worker.update_weights_from_path if kind == "path" else worker.update_weights
-            self._restores[index] = method.remote(value)
+            if kind == "adapter":  # the model path's weights are the base; the adapter goes on top
+                self._restores[index] = worker.update_adapter.remote(*value)
+            else:
+                method = worker.update_weights_from_path if kind == "path" else worker.update_weights
+                self._restores[index] = method.remote(value)
 
     def _check_restore(self, index: int) -> None:
         """Before trusting a recreated worker's first results, make sure it did load the latest weights."""
@@ -183,18 +197,22 @@ class RolloutPool:
     def update_weights(self, named_tensors: NamedTensors) -> None:
         """Every worker loads these tensors (packed into one buffer, put in Ray's object store once and read from
         there by every worker without a copy; kept there for recreated workers)."""
-        import ray
-
-        packed = named_tensors if isinstance(named_tensors, PackedTensors) else pack_tensors(named_items(named_tensors))
-        ref = ray.put(packed)
+        ref = _object_ref(named_tensors)
         self._latest_weights = ("tensors", ref)
         self._broadcast("update_weights", ref)
 
-    def _broadcast(self, method: str, arg: Any) -> None:
+    def update_adapter(self, named_tensors: NamedTensors, config: dict[str, Any]) -> None:
+        """Every worker generates with this LoRA adapter on the weights it was started with (the base): only the
+        adapter's tensors travel (packed, put once). Kept for recreated workers."""
+        refs = (_object_ref(named_tensors), config)
+        self._latest_weights = ("adapter", refs)
+        self._broadcast("update_adapter", *refs)
+
+    def _broadcast(self, method: str, *args: Any) -> None:
         import ray
 
         self._restores.clear()  # superseded: every worker gets the new weights now
-        refs = [(w, getattr(worker, method).remote(arg)) for w, worker in enumerate(self.workers)]
+        refs = [(w, getattr(worker, method).remote(*args)) for w, worker in enumerate(self.workers)]
         for w, ref in refs:
             try:
                 ray.get(ref)

@@ -76,6 +76,8 @@ class VLLMEngine(Engine):
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * GiB)
         kwargs.update(llm_kwargs)
         self.llm = LLM(**kwargs)
+        self.lora_request: Any = None  # the adapter generation runs with (update_adapter), if any
+        self._adapter_dir: Any = None
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.tied_embeddings = bool(getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False))
@@ -96,7 +98,8 @@ class VLLMEngine(Engine):
             return []
         check_prompts(prompts, self.max_model_len)
         inputs = [{"prompt_token_ids": list(ids)} for ids in prompts]
-        outputs = self.llm.generate(inputs, [self._vllm_params(p) for p in params], use_tqdm=False)
+        outputs = self.llm.generate(inputs, [self._vllm_params(p) for p in params], use_tqdm=False,
+                                    lora_request=self.lora_request)
         results = []
         for out, p in zip(outputs, params, strict=True):
             samples = []
@@ -112,8 +115,39 @@ class VLLMEngine(Engine):
         self.update_weights(list(iter_checkpoint_tensors(path)))
 
     def update_weights(self, named_tensors: NamedTensors) -> None:
+        """New weights replace the model, so an adapter loaded before is dropped."""
+        if self.lora_request is not None:
+            self.llm.llm_engine.remove_lora(self.lora_request.lora_int_id)
+            self.lora_request = None
         items = [(name, tensor.cpu()) for name, tensor in named_items(named_tensors)]
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": self._with_tied_head(items)})
+        self.llm.reset_prefix_cache()
+
+    def update_adapter(self, named_tensors: NamedTensors, config: dict[str, Any]) -> None:
+        """vLLM's LoRA support (the engine must be built with ``enable_lora=True`` and ``max_lora_rank`` >= r): the
+        adapter is written as a peft folder and loaded under a new id, the previous one removed; generation then
+        runs with it."""
+        import json
+        import tempfile
+
+        from safetensors.torch import save_file
+        from vllm.lora.request import LoRARequest
+
+        if self.llm.llm_engine.vllm_config.lora_config is None:
+            raise ValueError("update_adapter: this vLLM engine was built without enable_lora=True")
+        if self._adapter_dir is None:
+            self._adapter_dir = tempfile.TemporaryDirectory(prefix="posttrain-adapter-")
+        previous = self.lora_request
+        version = (previous.lora_int_id + 1) if previous is not None else 1
+        folder = Path(self._adapter_dir.name) / f"v{version}"
+        folder.mkdir()
+        save_file({name: t.contiguous().cpu() for name, t in named_items(named_tensors)},
+                  str(folder / "adapter_model.safetensors"))
+        (folder / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
+        self.lora_request = LoRARequest(f"policy-v{version}", version, str(folder))
+        self.llm.llm_engine.add_lora(self.lora_request)
+        if previous is not None:
+            self.llm.llm_engine.remove_lora(previous.lora_int_id)
         self.llm.reset_prefix_cache()
 
     def _with_tied_head(self, items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:

@@ -61,6 +61,9 @@ class RolloutWorker:
     def update_weights(self, named_tensors: NamedTensors) -> None:
         self.engine.update_weights(named_tensors)
 
+    def update_adapter(self, named_tensors: NamedTensors, config: dict[str, Any]) -> None:
+        self.engine.update_adapter(named_tensors, config)
+
 
 def worker_options(resources: WorkerResources) -> dict[str, Any]:
     """Ray actor options for a worker. Restarts are handled by the pool (it must also re-apply the latest weights)."""

@@ -25,7 +25,7 @@ from posttrain.stages.contract import Stage, StageResult, output_folder, trainer
 from posttrain.training.arguments import sft_arguments
 from posttrain.training.checkpoints import fit
 from posttrain.training.data import model_and_dataset, split_eval
-from posttrain.training.model import load_model, peft_config, save_model
+from posttrain.training.model import check_lora, load_model, peft_config, save_model
 from posttrain.training.outputs import training_metrics, write_outputs
 from posttrain.training.settings import DatasetStageConfig, TrainSettings
 
@@ -60,6 +60,7 @@ def run_midtrain(cfg: MidtrainStageConfig, source: str = "config", progress: Pro
     if finished_run(out, NAME, config, inputs):
         report.say(f"{out} is already trained with this config and these inputs; nothing to do")
         return StageResult.read(out, model_dir=out)
+    check_lora(cfg.lora, model_dir, f"{source}: lora")
     start_fresh(out)
 
     # 2. Documents -> token ids, each ended by the document separator; report what packing will cut.
@@ -74,7 +75,7 @@ def run_midtrain(cfg: MidtrainStageConfig, source: str = "config", progress: Pro
     train_docs, eval_docs = split_eval(docs, cfg.train.eval_fraction, cfg.train.seed)
 
     # 3. Model and trainer: SFTTrainer on pre-tokenized ids trains on every token (language modelling) and packs.
-    model, stored_dtype = load_model(model_dir)
+    model, stored_dtype = load_model(model_dir, cfg.lora)
     args = sft_arguments(cfg.train, out, evaluate=eval_docs is not None)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_docs, eval_dataset=eval_docs,
                          processing_class=tokenizer, peft_config=peft_config(cfg.lora),

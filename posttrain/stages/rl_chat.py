@@ -49,7 +49,9 @@ from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig
 from posttrain.stages.contract import Stage, StageResult
 from posttrain.training.data import built_dataset
+from posttrain.training.model import check_lora
 from posttrain.training.outputs import write_outputs
+from posttrain.training.settings import LoraSettings
 
 NAME = "rl-chat"
 STAGE_ID = "rl_chat"  # the manifest's stage name (kept from before the commands were named after the stages)
@@ -97,6 +99,8 @@ class ChatTrackConfig(Schema):
     offline: OfflineConfig | None = None
     on_policy: OnPolicyConfig | None = None
     scorer: ScorerConfig | None = None
+    lora: LoraSettings | None = Field(None, description="every round trains a LoRA adapter on the round's starting "
+                                      "policy and merges it into the round's model (the next round starts there)")
     win_rate: WinRateConfig = Field(default_factory=WinRateConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     resume: bool = Field(True, description="continue a track found in output_dir (false: start it over)")
@@ -105,6 +109,10 @@ class ChatTrackConfig(Schema):
     def _complete(self) -> ChatTrackConfig:
         if self.offline is None and self.on_policy is None:
             raise ValueError("nothing to train: set offline (preference pairs) and/or on_policy (sampled rounds)")
+        if self.lora is not None and not self.lora.merge:
+            raise ValueError("lora.merge: false would keep only an adapter, but every round's model is the next "
+                             "round's start and is loaded into the rollout workers; the Chat track merges each "
+                             "round's adapter (set lora.merge: true)")
         if self.scorer is None and (self.on_policy is not None or self.win_rate.prompts > 0):
             raise ValueError("scorer: required for on-policy rounds and the win rate (set scorer.reward_model to a "
                              "`posttrain rm` folder, or scorer.kind: judge), or set win_rate.prompts: 0")
@@ -207,6 +215,7 @@ def read_inputs(config: ChatTrackConfig, out: Path, source: str, report: Progres
     """The models and data of a run, checked; the offline pairs and the prompts split by prompt into training and
     held out (one split for pairs, on-policy prompts and the win rate)."""
     sft_dir = resolve_model(config.model, key=f"{source}: model")
+    check_lora(config.lora, sft_dir, f"{source}: lora")
     if config.scorer is not None and config.scorer.kind == "reward_model":
         check_reward_model(config.scorer.reward_model, f"{source}: scorer.reward_model")  # type: ignore[arg-type]
     offline_train: list[dict[str, Any]] = []
@@ -251,7 +260,7 @@ def run_round(track: Track, r: int, round_dir: Path, policy: Path) -> dict[str, 
         reference_dir = policy if train.reference == "round_start" else track.sft_dir
         report.say(f"round {r}: DPO on {len(pairs)} pairs", round_=r)
         dpo, outputs, history = train_dpo(policy, reference_dir, pairs, track.offline_eval, train, model_dir,
-                                          config.resume, report, r)
+                                          config.resume, report, r, lora=config.lora)
         summary.update(model_dir=_rel(out, model_dir), trained=True, dpo=dpo)
         if track.pool is not None:
             track.pool.update_weights_from_path(model_dir)

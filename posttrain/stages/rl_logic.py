@@ -34,7 +34,7 @@ from posttrain.stages.contract import Stage, StageResult, output_folder
 from posttrain.tasks import TaskRow, Verifiers, load_tasks
 from posttrain.training.arguments import trainer_arguments
 from posttrain.training.checkpoints import fit
-from posttrain.training.model import load_model, save_model
+from posttrain.training.model import check_lora, load_model, peft_config, save_model
 from posttrain.training.outputs import write_outputs
 
 NAME = "rl-logic"
@@ -72,57 +72,83 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
         return StageResult.read(out, model_dir=out)
     envs = check_tasks(rows, heldout_rows, cfg)
     params = cfg.sampling.per_bucket({r.bucket for r in rows + heldout_rows})
+    check_lora(cfg.lora, model_dir, f"{source}: lora")
     start_fresh(out)
 
     # Imported only now, so that a bad config or task row fails before TRL, vLLM and Ray load (seconds each).
+    from posttrain.rl.ahead import AheadRollout
     from posttrain.rl.heldout import HeldOutEval, evaluate_rows
     from posttrain.rl.progress import MetricsLog
-    from posttrain.rl.rewards import reward_functions
-    from posttrain.rl.rollout_func import PoolRollout
+    from posttrain.rl.rewards import combined_rewards, judge, reward_functions
+    from posttrain.rl.rollout_func import PoolRollout, Refill
     from posttrain.rl.trainer import LogicGRPOTrainer
     from posttrain.rl.weight_sync import WeightSync
     from posttrain.rollout.pool import RolloutPool
     from posttrain.training.callbacks import training_callbacks
 
     with ExitStack() as stack:
-        # 2. Workers: the rollout pool and one verifier pool per environment.
+        # 2. Workers: the rollout pool (able to load the policy's LoRA adapter when it is pushed) and one verifier
+        # pool per environment; with rollouts ahead, one thread makes every call on them.
         if pool is None:
-            pool = RolloutPool.from_config(model_dir, cfg.rollout)
+            pool = RolloutPool.from_config(model_dir, rollout_for_lora(cfg))
             stack.callback(pool.shutdown)
         verifiers = stack.enter_context(Verifiers.start(cfg.verify, envs, cfg.envs))
+        thread = rollout_thread(cfg)
+        if thread is not None:
+            stack.callback(thread.close)  # runs first: the pool outlives what is queued on it
+        on_rollout_thread = thread.run if thread is not None else (lambda job: job())
 
         # 3. Trainer: GRPO with our rollouts, rewards, weight pushes and held-out evaluation.
         tokenizer = load_tokenizer(model_dir)
-        model, stored_dtype = load_model(model_dir)
+        model, stored_dtype = load_model(model_dir, cfg.lora)
         train_envs = list(dict.fromkeys(row.env for row in rows))
         make_rewards = rewards or (lambda envs_, verifiers_: reward_functions(envs_, verifiers_, cfg.rewards))
         reward_funcs, reward_weights = make_rewards(train_envs, verifiers)
-        sync = WeightSync(pool, dtype=stored_dtype)
+
+        def verify(episodes: Any) -> None:  # verdicts kept on the episodes: the rewards read them
+            for env in dict.fromkeys(ep.env for ep in episodes):
+                judge([ep for ep in episodes if ep.env == env], verifiers[env])
+
+        refill = None
+        if cfg.dynamic_sampling is not None:
+            refill = Refill(cfg.dynamic_sampling.max_rounds, verify=verify, score=lambda eps: combined_rewards(
+                eps, reward_funcs, reward_weights, [ep.env for ep in eps]))
+        play = PoolRollout(pool, rows, params, cfg.agent, cfg.envs, cfg.train.seed, refill=refill)
+        ahead = AheadRollout(play, thread, cfg.max_staleness, verify) if thread is not None else None
+        sync = WeightSync(pool, dtype=stored_dtype, mode=cfg.weight_push,
+                          send=thread.send_push if thread is not None else None)
         hooks: list[Any] = [MetricsLog(out / METRICS_FILE), sync]
         heldout = None
         if cfg.heldout is not None:
             h = cfg.heldout
             heldout = HeldOutEval(
-                lambda sampling: evaluate_rows(pool, heldout_rows, sampling, cfg.agent, cfg.envs, verifiers),
+                lambda sampling: on_rollout_thread(
+                    lambda: evaluate_rows(pool, heldout_rows, sampling, cfg.agent, cfg.envs, verifiers)),
                 heldout_rows, params, h.every_steps, h.at_start, h.samples_per_task, h.temperature, cfg.train.seed)
             hooks.append(heldout)
         trainer = LogicGRPOTrainer(
             model=model, reward_funcs=reward_funcs, args=grpo_arguments(cfg, out, reward_weights),
-            train_dataset=prompt_dataset(rows), processing_class=tokenizer,
-            rollout_func=PoolRollout(pool, rows, params, cfg.agent, cfg.envs, cfg.train.seed),
-            callbacks=hooks + training_callbacks(cfg.train, out, report), weight_sync=sync,
-            leave_one_out=cfg.algorithm == "rloo")
+            train_dataset=prompt_dataset(rows), processing_class=tokenizer, peft_config=peft_config(cfg.lora),
+            rollout_func=ahead or play, callbacks=hooks + training_callbacks(cfg.train, out, report),
+            weight_sync=sync, ahead=ahead, leave_one_out=cfg.algorithm == "rloo")
         if heldout is not None:
             heldout.attach(trainer)
+        report.say(f"weights reach the rollout workers as {push_description(trainer.model, cfg)}; rollouts "
+                   + (f"run up to {cfg.max_staleness} step(s) ahead of training" if cfg.max_staleness
+                      else "are on-policy"))
 
         # 4. Train, resuming from the newest checkpoint.
         trained, _ = fit(trainer, out, cfg.resume)
 
     # 5. Outputs: the model, metrics.jsonl, the manifest, a summary.
-    outputs = save_model(trainer, out, tokenizer, None, stored_dtype)
+    outputs = save_model(trainer, out, tokenizer, cfg.lora, stored_dtype)
     history = trainer.state.log_history
     metrics = track_metrics(trained, history, trainer.state.global_step, len(rows), len(heldout_rows))
     metrics["weight_sync"] = sync.stats()
+    metrics["rollouts"] = ahead.summary() if ahead is not None else {"max_staleness": 0}
+    if refill is not None:
+        metrics["dynamic_sampling"] = {**play.stats, "zero_variance_fraction": round(
+            play.stats["zero_variance"] / play.stats["groups"], 4) if play.stats["groups"] else None}
     write_outputs(out, STAGE_ID, settings, inputs, outputs, metrics, history, cfg.train.keep_checkpoints)
     if not report.forwarding:
         print_finished(NAME, out, metrics)
@@ -174,6 +200,31 @@ def prompt_dataset(rows: list[TaskRow]) -> Any:
                for r in rows]
     return datasets.Dataset.from_dict({"prompt": prompts, "row": [i for i in range(len(rows))],
                                        "env": [r.env for r in rows], "bucket": [r.bucket for r in rows]})
+
+
+def rollout_thread(cfg: LogicTrackConfig) -> Any:
+    """The thread every pool call goes through when rollouts run ahead of training; None when they are on-policy."""
+    from posttrain.rl.ahead import RolloutThread
+
+    return RolloutThread() if cfg.max_staleness else None
+
+
+def rollout_for_lora(cfg: LogicTrackConfig) -> Any:
+    """The rollout section, with vLLM's LoRA support switched on when the policy's adapter is what gets pushed."""
+    if cfg.lora is None or cfg.weight_push == "merged" or cfg.rollout.engine != "vllm":
+        return cfg.rollout
+    kwargs = dict(cfg.rollout.engine_kwargs)
+    kwargs.setdefault("enable_lora", True)
+    kwargs.setdefault("max_lora_rank", next(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= cfg.lora.r))
+    return cfg.rollout.model_copy(update={"engine_kwargs": kwargs})
+
+
+def push_description(model: Any, cfg: LogicTrackConfig) -> str:
+    from posttrain.rl.weight_sync import push_mode
+
+    mode = push_mode(model, cfg.weight_push)
+    return {"full": "full weights each step", "merged": "merged weights (LoRA folded in) each step",
+            "adapter": "the LoRA adapter only each step (the base once, when the workers might hold another)"}[mode]
 
 
 # ----------------------------------------------------------------------------------------------------------- trainer

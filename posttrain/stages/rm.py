@@ -37,8 +37,9 @@ from posttrain.stages.contract import (
 from posttrain.training.arguments import trainer_arguments
 from posttrain.training.checkpoints import fit
 from posttrain.training.data import built_dataset, training_inputs
-from posttrain.training.model import save_model, stored_dtype
+from posttrain.training.model import check_lora, peft_config, save_model, stored_dtype
 from posttrain.training.outputs import training_metrics, write_outputs
+from posttrain.training.settings import LoraSettings
 
 NAME = "rm"
 
@@ -57,6 +58,8 @@ class RMStageConfig(Schema):
     model: str = Field(..., description="A Hugging Face model folder or a known name (usually the SFT model).")
     data: Path = Field(..., description="A preference dataset folder (`posttrain data build`) or a recipe .yaml.")
     output_dir: Path
+    lora: LoraSettings | None = Field(None, description="train a LoRA adapter (and the score head) instead of every "
+                                      "weight; merge: false saves only the adapter, which scorers load with its base")
     train: RMTrain = Field(default_factory=RMTrain)
     resume: bool = Field(True, description="Resume from the newest checkpoint in output_dir/checkpoints.")
 
@@ -80,6 +83,7 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: Progress | None
     if finished_run(out, NAME, config, inputs):
         report.event("done", f"{out} already holds this reward model; nothing to do")
         return StageResult.read(out, model_dir=out)
+    check_lora(cfg.lora, model_dir, f"{source}: lora")
     start_fresh(out)
 
     # 2. Pairs: tokenized as the trainer would (chat template over prompt + answer); too-long pairs counted, left out.
@@ -94,11 +98,14 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: Progress | None
         raise UserError(f"{source}: data: no pairs left to train on ({len(rows)} read, {too_long} over "
                         f"train.max_length, {len(eval_rows)} held out by train.eval_fraction)")
 
-    # 3. Trainer: TRL loads the model with a fresh one-label score head (seeded).
+    # 3. Trainer: TRL loads the model with a fresh one-label score head (seeded); with LoRA the adapter and the head
+    # train (peft's SEQ_CLS task keeps the head trainable and saves it with the adapter).
     args = trainer_arguments(RewardConfig, cfg.train, out, evaluate=bool(eval_rows), dataloader_num_workers=0,
                              center_rewards_coefficient=cfg.train.center_rewards_coefficient)
-    trainer = RewardTrainer(model=str(model_dir), args=args, train_dataset=_ids_dataset(train_rows),
+    trainer = RewardTrainer(model=_reward_model(model_dir, cfg.lora), args=args,
+                            train_dataset=_ids_dataset(train_rows),
                             eval_dataset=_ids_dataset(eval_rows) if eval_rows else None, processing_class=tokenizer,
+                            peft_config=peft_config(cfg.lora, "SEQ_CLS"),
                             callbacks=training_callbacks(cfg.train, out, report))
 
     # 4. Pairwise accuracy before, train (resuming from the newest checkpoint), accuracy after.
@@ -111,7 +118,7 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: Progress | None
              "eval": pairwise_accuracy(trainer.model, tokenizer, eval_rows)}
 
     # 5. Outputs: the reward model and tokenizer, metrics.jsonl, the manifest, a summary table.
-    outputs = save_model(trainer, out, tokenizer, None, stored_dtype(model_dir))
+    outputs = save_model(trainer, out, tokenizer, cfg.lora, stored_dtype(model_dir))
     history = trainer.state.log_history
     metrics = training_metrics(trained, eval_metrics, history, trainer.state.global_step)
     metrics.update(
@@ -164,6 +171,16 @@ def pairwise_accuracy(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], b
 
 def _render(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
     return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+
+
+def _reward_model(model_dir: Path, lora: LoraSettings | None) -> Any:
+    """What RewardTrainer gets: the folder (it builds the one-label model itself, seeded), or with QLoRA the 4-bit
+    sequence-classification model built here."""
+    if lora is None or lora.quantize is None:
+        return str(model_dir)
+    from posttrain.training.model import load_model
+
+    return load_model(model_dir, lora, auto_class="AutoModelForSequenceClassification")[0]
 
 
 def _ids_dataset(pairs: list[dict[str, Any]]) -> Any:

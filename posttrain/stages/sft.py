@@ -25,7 +25,7 @@ from posttrain.stages.contract import Stage, StageResult, output_folder, trainer
 from posttrain.training.arguments import sft_arguments
 from posttrain.training.checkpoints import fit
 from posttrain.training.data import model_and_dataset, split_eval
-from posttrain.training.model import load_model, peft_config, save_model
+from posttrain.training.model import check_lora, load_model, peft_config, save_model
 from posttrain.training.outputs import training_metrics, write_outputs
 from posttrain.training.settings import DatasetStageConfig, TrainSettings
 
@@ -57,6 +57,7 @@ def run_sft(cfg: SFTStageConfig, source: str = "config", progress: Progress | No
     if finished_run(out, NAME, config, inputs):
         report.say(f"{out} is already trained with this config and these inputs; nothing to do")
         return StageResult.read(out, model_dir=out)
+    check_lora(cfg.lora, model_dir, f"{source}: lora")
     start_fresh(out)
 
     # 2. Rows: checked one by one, tools decoded for the chat template, lengths measured so truncation is reported.
@@ -70,7 +71,7 @@ def run_sft(cfg: SFTStageConfig, source: str = "config", progress: Progress | No
     train_rows, eval_rows = split_eval(rows, cfg.train.eval_fraction, cfg.train.seed)
 
     # 3. Model and trainer: TRL's SFTTrainer; LoRA through peft when configured.
-    model, stored_dtype = load_model(model_dir)
+    model, stored_dtype = load_model(model_dir, cfg.lora)
     args = sft_arguments(cfg.train, out, evaluate=eval_rows is not None,
                          assistant_only_loss=cfg.train.assistant_only_loss)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,

@@ -20,13 +20,18 @@ Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cos
 
 
 class LoraSettings(Schema):
-    """A LoRA adapter (peft) instead of full fine-tuning."""
+    """A LoRA adapter (peft, through the TRL trainer's ``peft_config``) instead of full fine-tuning: only the adapter
+    has gradients and optimizer state, so a model several times larger fits the same memory."""
 
     r: PositiveInt = 16
     alpha: PositiveFloat = 32.0
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="module names (the last part, e.g. q_proj, v_proj) or all-linear (every linear "
+        "layer but the output head); a name that matches no module of the model is an error")
     merge: bool = Field(True, description="Save merged full weights (true) or only the adapter (false).")
+    quantize: Literal["4bit"] | None = Field(
+        None, description="QLoRA: the frozen base loaded in 4-bit NF4 (bitsandbytes, CUDA GPUs only)")
 
 
 class TrainerSettings(Schema):
