@@ -17,6 +17,7 @@ terms.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ class RSConfig(Schema):
     model: str = Field(description="the starting policy: HF model folder or known name")
     output_dir: Path = Field(description="round_<i>/ folders, model -> the last round's model, manifest.json")
     rounds: int = Field(1, ge=1)
+    skip_solved: int | None = Field(None, ge=1, description="a prompt verified this many times in earlier rounds is "
+                                    "not sampled again (its solutions are already trained on); unset: every round "
+                                    "samples every prompt")
     sample: SampleSettings
     heldout: HeldOutConfig
     sft: RoundSFTConfig = Field(default_factory=RoundSFTConfig)
@@ -102,6 +106,14 @@ def run_rs(cfg: RSConfig, source: str = "config", progress: Progress | None = No
 
             report.say(f"round {i}: sampling the train tasks with {policy}", round_=i)
             settings = {**cfg.sample.model_dump(), "seed": cfg.sample.seed + i - 1}
+            left = _unsolved_tasks(cfg, out, i)
+            if left is not None:
+                settings["tasks"], skipped = {"dataset": str(left.path)}, left.skipped
+                report.say(f"round {i}: {skipped} prompts verified {cfg.skip_solved}+ times are not sampled again",
+                           round_=i)
+                if left.rows == 0:
+                    rounds.append({"round": i, "stopped": f"every prompt verified {cfg.skip_solved}+ times"})
+                    break
             data = run_sample(SampleConfig(**settings, model=str(policy), output_dir=folder / "data",
                                            rollout=cfg.rollout), progress=report, pool=pool).manifest
             kept = data["metrics"]["rows"]
@@ -150,7 +162,8 @@ def _run_sft(cfg: RSConfig, policy: Path, folder: Path, report: Progress) -> Pat
 def _heldout(cfg: RSConfig, pool: Any, policy: Path, out: Path, report: Progress) -> dict[str, Any]:
     """pass@1 per bucket on the held-out tasks (and the rest of the sample report), with the policy in ``pool``."""
     settings = cfg.sample.model_dump()
-    settings.update(tasks=cfg.heldout.tasks.model_dump(), seed=cfg.heldout.seed)
+    # the same draw for every round's measurement: no second pass for the unsolved ones
+    settings.update(tasks=cfg.heldout.tasks.model_dump(), seed=cfg.heldout.seed, resample_unsolved=0)
     if cfg.heldout.sampling is not None:
         settings["sampling"] = cfg.heldout.sampling.model_dump()
     sampled = run_sample(SampleConfig(**settings, model=str(policy), output_dir=out, rollout=cfg.rollout),
@@ -185,6 +198,30 @@ def summary_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
                      **{f"heldout_{b}": v["pass@1"] for b, v in heldout.get("buckets", {}).items()},
                      "note": r.get("stopped", "")})
     return rows
+
+
+@dataclass
+class _Subset:
+    path: Path
+    rows: int
+    skipped: int
+
+
+def _unsolved_tasks(cfg: RSConfig, out: Path, i: int) -> _Subset | None:
+    """With ``skip_solved``: round ``i``'s task dataset without the prompts earlier rounds verified that many times."""
+    if cfg.skip_solved is None or i == 1:
+        return None
+    from posttrain.manifest import read_manifest
+    from posttrain.rejection.adaptive import verified_passes, write_task_subset
+
+    passes = verified_passes(out / f"round_{j}" / "data" / shards for j in range(1, i)
+                             for shards in ("shards", "shards_unsolved"))
+    source = Path(cfg.sample.tasks.dataset) if cfg.sample.tasks.dataset else out / "tasks" / "sample"
+    rows, _ = load_tasks(cfg.sample.tasks, out / "tasks" / "sample", key="sample.tasks")
+    keep = {r.id for r in rows if passes[r.id] < cfg.skip_solved}
+    folder = write_task_subset(source, keep, out / f"round_{i}" / "tasks",
+                               {"skip_solved": cfg.skip_solved, "after_round": i - 1})
+    return _Subset(folder, int(read_manifest(folder)["metrics"]["rows"]), len(rows) - len(keep))
 
 
 def show_rounds(done: StageResult) -> None:

@@ -47,6 +47,8 @@ class SampleSettings(Schema):
     verify: VerifySettings = Field(default_factory=VerifySettings)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     batch_size: int = Field(16, ge=1, description="prompts per batch (and per shard)")
+    resample_unsolved: int = Field(0, ge=0, description="a prompt none of whose samples passed gets this many more "
+                                   "(one more pass over only those prompts, seeded apart); 0: off")
     seed: int = Field(0, description="per-prompt sampling seeds derive from it")
     resume: bool = Field(True, description="reuse finished shards in output_dir/shards (false: start over)")
 
@@ -86,45 +88,21 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
     todo = [b for b in batches if not store.done(b.index)]
     report.say(f"{len(rows)} prompts in {len(batches)} batches; {len(batches) - len(todo)} already done")
 
-    # 3. Generate and verify, overlapped; each finished batch becomes a shard.
-    timing: dict[str, Any] = {}
-    restarts = 0
-    if todo:
-        own_pool = pool is None
-        if pool is None:
-            from posttrain.rollout.pool import RolloutPool
-
-            report.say(f"starting {cfg.rollout.num_workers} {cfg.rollout.engine} rollout worker(s) for {model}")
-            pool = RolloutPool.from_config(model, cfg.rollout)
-        try:
-            with Verifiers.start(cfg.verify, {b.env for b in todo}, cfg.envs) as verifiers:
-                def generate(batch: Batch) -> list[Episode]:
-                    return generate_batch(pool, batch, params, cfg)
-
-                def finish(batch: Batch, episodes: list[Episode]) -> None:
-                    records = verify_batch(verifiers[batch.env], batch, episodes)
-                    store.write(batch.index, records)
-                    passed = sum(s["passed"] for r in records for s in r["samples"])
-                    report.say(f"batch {batch.index + 1}/{len(batches)} ({batch.env}, {len(batch.rows)} prompts): "
-                               f"{sum(len(r['samples']) for r in records)} samples, {passed} passed")
-
-                restarts_before = pool.restarts
-                times = run_overlapped(todo, generate, finish)
-                restarts = pool.restarts - restarts_before
-        finally:
-            if own_pool:
-                pool.shutdown()
-        timing = {"wall_s": round(times.wall_s, 3), "generate_s": round(times.generate_s, 3),
-                  "verify_s": round(times.finish_s, 3), "generate_waited_s": round(times.waits_s, 3),
-                  "overlap_ratio": round(times.wall_s / max(times.generate_s, times.finish_s, 1e-9), 4)}
+    # 3. Generate and verify, overlapped; each finished batch becomes a shard. With resample_unsolved, the prompts
+    # no sample solved get a second pass of that many samples (its own shards).
+    with _Workers(cfg, model, pool, report) as workers:
+        timing = workers.sample(store, todo, len(batches), params, cfg.seed, first_index=0)
+        extra = _unsolved_pass(cfg, store, batches, params, decides, out, workers)
 
     # 4. Select from every shard (in batch order) and write the dataset and its manifest.
-    data_rows, metrics = _assemble(store, batches, cfg.selection)
+    data_rows, metrics = _assemble(store, batches, cfg.selection, extra[0] if extra else None)
     out.mkdir(parents=True, exist_ok=True)
     data_sha = write_chat_parquet(out / DATA_FILE, data_rows)
-    metrics.update(timing=timing, rollout_restarts=restarts,
+    metrics.update(timing=timing, rollout_restarts=workers.restarts,
                    batches={"total": len(batches), "from_earlier_run": len(batches) - len(todo),
                             "generated": len(todo)})
+    if extra:
+        metrics["resample_unsolved"] = extra[1]
     write_manifest(out, {"stage": NAME, "kind": "chat", "columns": COLUMNS, "config": config, "inputs": inputs,
                          "outputs": {DATA_FILE: data_sha}, "metrics": metrics})
     total = metrics["total"]
@@ -133,17 +111,92 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
     return StageResult.read(out)
 
 
-def generate_batch(pool: Any, batch: Batch, params: dict[str, SamplingParams],
-                   cfg: SampleConfig) -> list[Episode]:
+class _Workers:
+    """The rollout pool (started on first use unless one was lent) and the verifiers, for one or two passes."""
+
+    def __init__(self, cfg: SampleConfig, model: Path, pool: Any, report: Progress) -> None:
+        self.cfg, self.model, self.pool, self.report = cfg, model, pool, report
+        self.own_pool = pool is None
+        self.restarts = 0
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def sample(self, store: ShardStore, todo: list[Batch], total: int, params: dict[str, SamplingParams], seed: int,
+               first_index: int) -> dict[str, Any]:
+        """Generate and verify ``todo`` (overlapped), each batch's records written as its shard; -> the timing.
+        ``first_index``: the sample index of each prompt's first sample in this pass."""
+        if not todo:
+            return {}
+        cfg = self.cfg
+        if self.pool is None:
+            from posttrain.rollout.pool import RolloutPool
+
+            self.report.say(f"starting {cfg.rollout.num_workers} {cfg.rollout.engine} rollout worker(s) for "
+                            f"{self.model}")
+            self.pool = RolloutPool.from_config(self.model, cfg.rollout)
+        with Verifiers.start(cfg.verify, {b.env for b in todo}, cfg.envs) as verifiers:
+            def generate(batch: Batch) -> list[Episode]:
+                return generate_batch(self.pool, batch, params, cfg, seed)
+
+            def finish(batch: Batch, episodes: list[Episode]) -> None:
+                records = verify_batch(verifiers[batch.env], batch, episodes, first_index)
+                store.write(batch.index, records)
+                passed = sum(s["passed"] for r in records for s in r["samples"])
+                self.report.say(f"batch {batch.index + 1}/{total} ({batch.env}, {len(batch.rows)} prompts): "
+                                f"{sum(len(r['samples']) for r in records)} samples, {passed} passed")
+
+            restarts_before = self.pool.restarts
+            times = run_overlapped(todo, generate, finish)
+            self.restarts += self.pool.restarts - restarts_before
+        return {"wall_s": round(times.wall_s, 3), "generate_s": round(times.generate_s, 3),
+                "verify_s": round(times.finish_s, 3), "generate_waited_s": round(times.waits_s, 3),
+                "overlap_ratio": round(times.wall_s / max(times.generate_s, times.finish_s, 1e-9), 4)}
+
+    def __exit__(self, *exc: object) -> None:
+        if self.own_pool and self.pool is not None:
+            self.pool.shutdown()
+
+
+UNSOLVED_SEED = 7_919  # the second pass's seeds are apart from the first's
+
+
+def _unsolved_pass(cfg: SampleConfig, store: ShardStore, batches: list[Batch], params: dict[str, SamplingParams],
+                   decides: dict[str, Any], out: Path,
+                   workers: _Workers) -> tuple[ShardStore, dict[str, int]] | None:
+    """``resample_unsolved`` more samples for every prompt no first-pass sample solved; -> (its shards, counts)."""
+    if not cfg.resample_unsolved:
+        return None
+    solved = {p["index"] for b in batches for p in store.read(b.index) if any(s["passed"] for s in p["samples"])}
+    unsolved = [row for b in batches for row in b.rows if row.index not in solved]
+    again = make_batches(unsolved, cfg.batch_size)
+    extra = {b: p.with_updates(n=cfg.resample_unsolved) for b, p in params.items()}
+    store2 = ShardStore(out / "shards_unsolved", fingerprint({**decides, "unsolved": [r.index for r in unsolved],
+                                                              "n": cfg.resample_unsolved}), resume=cfg.resume)
+    first = max((p.n for p in params.values()), default=0)
+    workers.sample(store2, [b for b in again if not store2.done(b.index)], len(again), extra,
+                   cfg.seed + UNSOLVED_SEED, first_index=first)
+    by_prompt = {p["index"]: p for b in again for p in store2.read(b.index)}
+    counts = {"prompts": len(unsolved), "samples": sum(len(p["samples"]) for p in by_prompt.values()),
+              "solved": sum(any(s["passed"] for s in p["samples"]) for p in by_prompt.values())}
+    workers.report.say(f"resampled {counts['prompts']} unsolved prompts x {cfg.resample_unsolved}: "
+                       f"{counts['solved']} solved now")
+    return store2, counts
+
+
+def generate_batch(pool: Any, batch: Batch, params: dict[str, SamplingParams], cfg: SampleConfig,
+                   seed: int | None = None) -> list[Episode]:
     """N episodes per prompt of one batch; each prompt's seed comes from the run's seed and the prompt."""
-    sampling = [params[row.bucket].with_updates(seed=row_seed(cfg.seed, row)) for row in batch.rows]
+    seed = cfg.seed if seed is None else seed
+    sampling = [params[row.bucket].with_updates(seed=row_seed(seed, row)) for row in batch.rows]
     return run_episodes(pool, batch.env, [row.task for row in batch.rows], sampling,
                         max_turns=cfg.agent.max_turns, max_episode_tokens=cfg.agent.max_episode_tokens,
                         env_kwargs=cfg.envs.get(batch.env))
 
 
-def verify_batch(verifier: Any, batch: Batch, episodes: list[Episode]) -> list[dict[str, Any]]:
-    """Verify a batch's episodes; one shard record per prompt, holding all its samples and their verdicts."""
+def verify_batch(verifier: Any, batch: Batch, episodes: list[Episode], first_index: int = 0) -> list[dict[str, Any]]:
+    """Verify a batch's episodes; one shard record per prompt, holding all its samples and their verdicts
+    (``first_index``: the sample index of each prompt's first sample, for a second pass)."""
     from posttrain.environment import VerifyResult
 
     to_check = [i for i, ep in enumerate(episodes) if ep.end_reason != "env_error"]
@@ -158,7 +211,7 @@ def verify_batch(verifier: Any, batch: Batch, episodes: list[Episode]) -> list[d
                                              "source": row.source, "env": row.env, "task_id": row.task.get("id"),
                                              "samples": []})
         verdict = verdicts.get(i) or VerifyResult.failure(ep.error or "the episode did not run", reason="env_error")
-        rec["samples"].append(_sample_record(ep, verdict))
+        rec["samples"].append({**_sample_record(ep, verdict), "sample_index": first_index + ep.sample_index})
     return [records[row.index] for row in batch.rows]
 
 
@@ -174,17 +227,22 @@ def _sample_record(ep: Episode, verdict: Any) -> dict[str, Any]:
     }
 
 
-def _assemble(store: ShardStore, batches: list[Batch],
-              selection: SelectionConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Apply the selection policy to every prompt in the shards; the kept rows (in prompt order) and the metrics."""
+def _assemble(store: ShardStore, batches: list[Batch], selection: SelectionConfig,
+              again: ShardStore | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Apply the selection policy to every prompt in the shards (and its second-pass samples, ``again``); the kept
+    rows (in prompt order) and the metrics. pass@k counts the first pass only (every prompt's n samples)."""
     stats: dict[str, BucketStats] = {}
     kept_rows: list[tuple[int, int, dict[str, Any]]] = []
     errors: list[dict[str, Any]] = []
+    second = {p["index"]: p["samples"] for b in _batches_of(again) for p in again.read(b)} if again else {}
     for batch in batches:
         for prompt in store.read(batch.index):
-            kept, dropped = select(prompt["samples"], selection)
-            stats.setdefault(prompt["bucket"], BucketStats()).add_prompt(prompt["samples"], set(kept), dropped)
-            for s in prompt["samples"]:
+            samples = prompt["samples"] + second.get(prompt["index"], [])
+            kept, dropped = select(samples, selection)
+            first = {s["sample_index"] for s in prompt["samples"]}
+            stats.setdefault(prompt["bucket"], BucketStats()).add_prompt(
+                prompt["samples"], {k for k in kept if k in first}, {k: v for k, v in dropped.items() if k in first})
+            for s in samples:
                 if s["sample_index"] in kept:
                     kept_rows.append((prompt["index"], s["sample_index"], chat_row(prompt, s)))
                 elif s["error"] and len(errors) < MAX_ERROR_EXAMPLES:
@@ -196,6 +254,10 @@ def _assemble(store: ShardStore, batches: list[Batch],
     metrics.update(rows=len(rows), tokens=metrics["total"]["kept_total_tokens"],
                    selection=selection.model_dump(), error_examples=errors)
     return rows, metrics
+
+
+def _batches_of(store: ShardStore) -> list[int]:
+    return sorted(int(p.stem.removeprefix("batch_")) for p in store.folder.glob("batch_*.jsonl"))
 
 
 STAGE = Stage(NAME, SampleConfig, run_sample,
