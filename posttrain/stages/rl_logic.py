@@ -145,6 +145,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
     history = trainer.state.log_history
     metrics = track_metrics(trained, history, trainer.state.global_step, len(rows), len(heldout_rows))
     metrics["weight_sync"] = sync.stats()
+    metrics["episodes_played"] = play.episodes_played
     metrics["rollouts"] = ahead.summary() if ahead is not None else {"max_staleness": 0}
     if refill is not None:
         metrics["dynamic_sampling"] = {**play.stats, "zero_variance_fraction": round(
