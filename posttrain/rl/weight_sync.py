@@ -129,7 +129,10 @@ class WeightSync(TrainerCallback):
         self.send(lambda: self.pool.update_weights(ref), step)
 
     def _put(self, packed: Any) -> Any:
-        """Into Ray's object store now: the packing buffer is reused by the next push, the object is not."""
+        """For a pool of Ray workers: into Ray's object store now (the packing buffer is reused by the next push, the
+        object is not). An engine in this process (calibration's local engine) copies the tensors in at once."""
+        if not hasattr(self.pool, "workers"):
+            return packed
         import ray
 
         return ray.put(packed)
@@ -139,8 +142,9 @@ class WeightSync(TrainerCallback):
         from pathlib import Path
 
         source = getattr(model.get_base_model().config, "_name_or_path", "")
-        return getattr(self.pool, "_latest_weights", None) is None and source and \
-            Path(source).resolve() == Path(self.pool.model_path).resolve()
+        started = getattr(self.pool, "model_path", None)
+        return bool(getattr(self.pool, "_latest_weights", None) is None and source and started
+                    and Path(source).resolve() == Path(started).resolve())
 
     def ensure(self, model: Any, step: int) -> None:
         if self.synced_step != step:
