@@ -1,0 +1,310 @@
+"""The zygote of a warm sandbox. It runs INSIDE bwrap (stdlib only) and gives every job a fresh, isolated process.
+
+Started once per warm sandbox as ``python -I -S /harness/zygote.py HANDLER SETTINGS`` (``HANDLER`` is
+``module:function`` under /harness, ``SETTINGS`` JSON with ``tmp_mb``), it imports the handler once, then for each
+job forks:
+
+    zygote (keeps CAP_SYS_ADMIN, NET_ADMIN, SETPCAP inside the sandbox's user namespace; runs no job code)
+      -> keeper: new mount, pid, ipc, uts and network namespaces; kills the job at its wall-clock limit
+           -> job init, pid 1 of the new pid namespace: fresh tmpfs at /tmp, /workspace and /dev/shm, a fresh /proc,
+              its own loopback, a fresh session keyring, every capability dropped, non-dumpable. Only then does it
+              read a job (header and payload) from stdin, lower its rlimits to the job's and call
+              ``handler(read_payload) -> bytes``; the handler forks whatever runs untrusted code.
+
+Once the handler returns, the init kills every other process of its pid namespace (kill(-1) from pid 1 reaches
+exactly those) and reaps them; then the result goes out. When the init exits, the namespaces, their tmpfs and their
+IPC objects go too. Only after that, and after clearing the uid's user keyrings (the one thing a job could leave
+that is keyed by uid rather than by a namespace), does the zygote fork the next job's init.
+
+The zygote's memory never holds a job or a result: the init (a fork) reads the job, and the result comes back in a
+memfd that the zygote passes on with sendfile. Every job starts as a copy of the zygote's memory, so none can find an
+earlier job's data in it. Frames on stdin/stdout are a 4-byte big-endian length and the bytes: parent -> header (JSON:
+limits), payload; zygote -> {"hello": pid} once, then per job {"exit", "timed_out", "size"} and ``size`` bytes.
+"""
+
+import ctypes
+import fcntl
+import gc
+import importlib
+import json
+import os
+import platform
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+
+MAX_HEADER = 1 << 16
+NEW_NAMESPACES = 0x20000 | 0x4000000 | 0x8000000 | 0x20000000 | 0x40000000  # CLONE_NEW{NS,UTS,IPC,PID,NET}
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+MS_PRIVATE = 1 << 18
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1, 4, 24, 47, 4
+KEYCTL = {"x86_64": 250, "aarch64": 219}.get(platform.machine())  # keyctl has no libc wrapper
+KEYCTL_GET_KEYRING_ID, KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_SETPERM, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT = 0, 1, 5, 7, 22
+USER_KEYRINGS = (-4, -5)  # KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING
+SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
+PROC_COVERS = ("sys", "sysrq-trigger", "irq", "bus")  # read-only, as bwrap leaves them
+EXIT_BEFORE_PAYLOAD, EXIT_HANDLER_FAILED, EXIT_NO_JOB, EXIT_TIMEOUT = 10, 11, 12, 124
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+
+def _check(result, what):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+# ---- frames ------------------------------------------------------------------------------------------------------
+
+def read_exact(fd, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(fd, min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise EOFError("pipe closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def read_frame(fd, limit):
+    (size,) = struct.unpack(">I", read_exact(fd, 4))
+    if size > limit:
+        raise ValueError(f"frame of {size} bytes is over the {limit}-byte limit")
+    return read_exact(fd, size)
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_frame(fd, data):
+    write_all(fd, struct.pack(">I", len(data)) + data)
+
+
+# ---- the job init's isolation ------------------------------------------------------------------------------------
+
+def _mount(source, target, fstype, flags, options=None):
+    _check(libc.mount(source, target.encode(), fstype, flags, options), f"mount {target}")
+
+
+def _fresh_filesystems(tmp_mb):
+    size = f"size={int(tmp_mb)}m".encode()
+    for target, mode in (("/tmp", b"1777"), ("/dev/shm", b"1777"), ("/workspace", b"0755")):
+        _mount(b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, size + b",mode=" + mode)
+    _mount(b"proc", "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for name in PROC_COVERS:
+        path = "/proc/" + name
+        if os.path.exists(path):
+            _mount(path.encode(), path, None, MS_BIND | MS_REC)
+            _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _loopback_up():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities():
+    """No capability left in any set (bounding and ambient included); checked, not assumed."""
+    last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last + 1):
+        _check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop from the bounding set")
+    _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
+    header, data = _CapHeader(0x20080522, 0), (_CapData * 2)()
+    _check(libc.capset(ctypes.byref(header), data), "capset")
+    with open("/proc/self/status") as f:
+        caps = [line.split()[1] for line in f if line.startswith(("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"))]
+    if len(caps) != 5 or any(int(c, 16) for c in caps):
+        raise OSError(f"capabilities still held after dropping them: {caps}")
+
+
+def set_limits(h):
+    """The job's own limits; they can only be lowered from the sandbox's (no capability can raise them)."""
+    mb = 1 << 20
+    for res, value in ((resource.RLIMIT_AS, h["memory_mb"] * mb), (resource.RLIMIT_FSIZE, h["file_size_mb"] * mb),
+                       (resource.RLIMIT_NOFILE, h["open_files"]), (resource.RLIMIT_CPU, h["cpu_s"]),
+                       (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(res, (value, value))
+
+
+def isolate(tmp_mb):
+    """In the job init: everything it and its descendants get, before the job itself is even read."""
+    _fresh_filesystems(tmp_mb)
+    _loopback_up()
+    if KEYCTL is not None:  # our own session keyring, not the zygote's
+        libc.syscall(KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
+    drop_capabilities()
+    os.chdir("/workspace")
+    if "random" in sys.modules:  # a fresh interpreter seeds itself; a fork must too
+        sys.modules["random"].seed()
+
+
+# ---- one job -----------------------------------------------------------------------------------------------------
+
+class Job:
+    """The pipes and the memfd between the zygote, a job's keeper and its init."""
+
+    def __init__(self):
+        self.result = os.memfd_create("result")
+        self.done_r, self.done_w = os.pipe()  # init -> zygote: the result is complete
+        self.start_r, self.start_w = os.pipe()  # init -> keeper: the job's wall-clock limit, once it has one
+
+
+def _job_init(job, settings, handler):
+    """Pid 1 of the job's namespaces: isolate, take one job from stdin, run the handler, leave nothing running."""
+    consumed = False
+    try:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        os.close(job.start_r)  # (the keeper closed done_r before forking us)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 1)  # only the zygote writes to the parent
+        isolate(settings["tmp_mb"])
+        _check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "PR_SET_DUMPABLE")  # before the job is in memory
+        try:
+            header = json.loads(read_frame(0, MAX_HEADER))
+        except EOFError:  # the parent closed the sandbox
+            os._exit(EXIT_NO_JOB)
+        write_all(job.start_w, struct.pack(">d", float(header["wall_s"])))
+        set_limits(header)
+
+        def read_payload():
+            nonlocal consumed
+            data = read_frame(0, header["max_payload"])
+            os.dup2(null, 0)  # nothing started later can read what the parent sends next
+            consumed = True
+            return data
+
+        result = handler(read_payload)
+        if not consumed:
+            read_payload()
+        _kill_the_rest()
+        write_all(job.result, result[:header["max_result"]])
+        write_all(job.done_w, b"\x00")
+        code = 0
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        code = EXIT_HANDLER_FAILED if consumed else EXIT_BEFORE_PAYLOAD
+    os._exit(code)
+
+
+def _kill_the_rest():
+    """As pid 1 of the job's pid namespace, kill(-1) reaches every other process of the job and nothing else."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _keeper(job, settings, handler):
+    """The job init's parent, outside its pid namespace: unshares, starts it, kills it at the wall-clock limit."""
+    code = EXIT_BEFORE_PAYLOAD
+    try:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        os.close(job.done_r)
+        _check(libc.unshare(NEW_NAMESPACES), "unshare")
+        _mount(b"none", "/", None, MS_REC | MS_PRIVATE)
+        pid = os.fork()
+        if pid == 0:
+            _job_init(job, settings, handler)
+        os.close(job.done_w)
+        os.close(job.start_w)
+        pidfd = os.pidfd_open(pid)
+        wall = os.read(job.start_r, 8)  # blocks while the init waits for a job; empty if it exited
+        if len(wall) == 8 and not select.select([pidfd], [], [], struct.unpack(">d", wall)[0])[0]:
+            os.kill(pid, signal.SIGKILL)  # the init of a pid namespace: all of the job goes with it
+            os.waitpid(pid, 0)
+            code = EXIT_TIMEOUT
+        else:
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            code = 128 - code if code < 0 else code
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+    os._exit(code)
+
+
+def clear_user_keyrings():
+    """Keys a job linked into the uid's user, user-session or persistent keyring would outlive it: remove them."""
+    if KEYCTL is None:
+        return
+    rings = [libc.syscall(KEYCTL, KEYCTL_GET_KEYRING_ID, spec, 1) for spec in USER_KEYRINGS]
+    rings.append(libc.syscall(KEYCTL, KEYCTL_GET_PERSISTENT, -1, -2))  # links it into our process keyring
+    for ring in rings:
+        if ring > 0:
+            libc.syscall(KEYCTL, KEYCTL_SETPERM, ring, 0x3F3F0000)  # the owner may always: take back full access
+            libc.syscall(KEYCTL, KEYCTL_CLEAR, ring)
+
+
+def _send_result(job):
+    size = os.fstat(job.result).st_size
+    write_frame(1, json.dumps({"exit": 0, "timed_out": False, "size": size}).encode())
+    offset = 0
+    while offset < size:  # kernel to kernel: the result never passes through our memory
+        sent = os.sendfile(1, job.result, offset, size - offset)
+        if sent == 0:
+            raise OSError("the job's result shrank while it was being sent")
+        offset += sent
+
+
+def run_one(settings, handler):
+    """Prepare a job init (isolated, waiting for its job on stdin), pass on its result, and clean up after it.
+    The result goes out as soon as the init has killed the rest of its job; the next init is only forked once
+    this job's namespaces are gone and the keyrings are cleared. False when the parent has closed the sandbox."""
+    job = Job()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _keeper(job, settings, handler)
+        for fd in (job.done_w, job.start_r, job.start_w):
+            os.close(fd)
+        done = os.read(job.done_r, 1) == b"\x00"  # empty: the init exited (or was killed) without a result
+        if done:
+            _send_result(job)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        clear_user_keyrings()
+        if code == EXIT_NO_JOB:
+            return False
+        if not done:
+            write_frame(1, json.dumps({"exit": code, "timed_out": code == EXIT_TIMEOUT, "size": 0}).encode())
+        return True
+    finally:
+        os.close(job.result)
+        os.close(job.done_r)
+
+
+def main():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    module_name, _, function = sys.argv[1].partition(":")
+    settings = json.loads(sys.argv[2])
+    handler = getattr(importlib.import_module(module_name), function)
+    # Every job is a fork: keep the collector away from what is loaded now, or each job's first full collection
+    # would touch (and so copy) every page of it.
+    gc.freeze()
+    write_frame(1, json.dumps({"hello": os.getpid()}).encode())
+    while run_one(settings, handler):
+        pass
+
+
+if __name__ == "__main__":
+    main()
