@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 WORKSPACE_DIR = "/workspace"
 HARNESS_DIR = "/harness"
+HARNESS_TMPFS_BYTES = 64 << 20
 BWRAP_OWN_PROCESSES = 2  # bwrap's outer process and its pid-1 reaper count against RLIMIT_NPROC too
 # A warm sandbox's zygote keeps these inside the sandbox's user namespace, to give each job its own mounts and
 # network namespace; every job drops all of them before its own code runs (zygote.py).
@@ -172,9 +173,15 @@ class BwrapBackend(SandboxBackend):
               "--tmpfs", "/tmp", "--size", tmp, "--tmpfs", WORKSPACE_DIR]
         for fd, rel in file_fds:
             a += ["--file", str(fd), posixpath.join(WORKSPACE_DIR, rel)]
+        # the read-only files: one small tmpfs made read-only (one mount, not one per file: a warm sandbox's jobs
+        # each copy the mount table)
+        a += ["--size", str(HARNESS_TMPFS_BYTES), "--tmpfs", HARNESS_DIR]
+        dirs = sorted({posixpath.dirname(rel) for _, rel in ro_fds} - {""})
+        for d in dirs:
+            a += ["--dir", posixpath.join(HARNESS_DIR, d)]
         for fd, rel in ro_fds:
-            a += ["--ro-bind-data", str(fd), posixpath.join(HARNESS_DIR, rel)]
-        a += ["--dir", HARNESS_DIR, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORKSPACE_DIR]
+            a += ["--perms", "0444", "--file", str(fd), posixpath.join(HARNESS_DIR, rel)]
+        a += ["--remount-ro", HARNESS_DIR, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORKSPACE_DIR]
         return a
 
     def start_warm(self, readonly_files: Files, handler: str, limits: Limits) -> WarmSandbox:

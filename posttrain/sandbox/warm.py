@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ZYGOTE_SOURCE = (Path(__file__).parent / "zygote.py").read_text()
-JOB_PROCESSES = 3  # the zygote, a job's keeper and its init count against the sandbox uid's RLIMIT_NPROC
+JOB_PROCESSES = 3  # the zygote (two processes) and a job's init count against the sandbox uid's RLIMIT_NPROC
 GRACE_S = 2.0  # on top of a job's wall_s, for the zygote's own bookkeeping
 START_TIMEOUT_S = 30.0
 STDERR_TAIL = 8192
@@ -178,15 +178,14 @@ class WarmSandbox:
         return JobResult(output if code == 0 else None, code, timed_out, time.monotonic() - started, notes)
 
     def resident_pids(self) -> set[int]:
-        """Host pids of the processes that stay between jobs: bwrap, bwrap's init inside, the zygote, and the next
-        job's keeper and init once they are prepared (one each, the init childless: it has not read a job yet).
+        """Host pids of the processes that stay between jobs: bwrap, bwrap's init inside, the zygote's two
+        processes, and the next job's init once it is prepared (only one, and childless: it has not read a job yet).
         Anything else in the tree between jobs would be a leftover."""
         tree = descendants(self.pid)
-        resident = {p for p, depth in tree.items() if depth <= 2}
-        keepers = [p for p, depth in tree.items() if depth == 3]
+        resident = {p for p, depth in tree.items() if depth <= 3}
         inits = [p for p, depth in tree.items() if depth == 4]
-        if len(keepers) == 1 and len(inits) == 1 and max(tree.values()) == 4:
-            resident.update((keepers[0], inits[0]))
+        if len(inits) == 1 and max(tree.values()) == 4:
+            resident.add(inits[0])
         return resident
 
     def close(self) -> None:

@@ -4,12 +4,12 @@ Started once per warm sandbox as ``python -I -S /harness/zygote.py HANDLER SETTI
 ``module:function`` under /harness, ``SETTINGS`` JSON with ``tmp_mb``), it imports the handler once, then for each
 job forks:
 
-    zygote (keeps CAP_SYS_ADMIN, NET_ADMIN, SETPCAP inside the sandbox's user namespace; runs no job code)
-      -> keeper: new mount, pid, ipc, uts and network namespaces; kills the job at its wall-clock limit
-           -> job init, pid 1 of the new pid namespace: fresh tmpfs at /tmp, /workspace and /dev/shm, a fresh /proc,
-              its own loopback, a fresh session keyring, every capability dropped, non-dumpable. Only then does it
-              read a job (header and payload) from stdin, lower its rlimits to the job's and call
-              ``handler(read_payload) -> bytes``; the handler forks whatever runs untrusted code.
+    zygote (keeps CAP_SYS_ADMIN, NET_ADMIN, SETPCAP inside the sandbox's user namespace; runs no job code;
+            kills a job at its wall-clock limit)
+      -> job init, pid 1 of a new pid namespace, in new mount, ipc, uts and network namespaces: fresh tmpfs at
+         /tmp, /workspace and /dev/shm, a fresh /proc, its own loopback, a fresh session keyring, every capability
+         dropped, non-dumpable. Only then does it read a job (header and payload) from stdin, lower its rlimits to
+         the job's and call ``handler(read_payload) -> bytes``; the handler forks whatever runs untrusted code.
 
 Once the handler returns, the init kills every other process of its pid namespace (kill(-1) from pid 1 reaches
 exactly those) and reaps them; then the result goes out. When the init exits, the namespaces, their tmpfs and their
@@ -37,7 +37,8 @@ import struct
 import sys
 
 MAX_HEADER = 1 << 16
-NEW_NAMESPACES = 0x20000 | 0x4000000 | 0x8000000 | 0x20000000 | 0x40000000  # CLONE_NEW{NS,UTS,IPC,PID,NET}
+CLONE_NEWPID = 0x20000000
+NEW_NAMESPACES = 0x20000 | 0x4000000 | 0x8000000 | 0x40000000  # CLONE_NEW{NS,UTS,IPC,NET}, taken by a job's init
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1, 4, 24, 47, 4
@@ -156,12 +157,12 @@ def isolate(tmp_mb):
 # ---- one job -----------------------------------------------------------------------------------------------------
 
 class Job:
-    """The pipes and the memfd between the zygote, a job's keeper and its init."""
+    """The pipes and the memfd between the zygote and a job's init."""
 
     def __init__(self):
         self.result = os.memfd_create("result")
         self.done_r, self.done_w = os.pipe()  # init -> zygote: the result is complete
-        self.start_r, self.start_w = os.pipe()  # init -> keeper: the job's wall-clock limit, once it has one
+        self.start_r, self.start_w = os.pipe()  # init -> zygote: the job's wall-clock limit, once it has a job
 
 
 def _job_init(job, settings, handler):
@@ -169,9 +170,12 @@ def _job_init(job, settings, handler):
     consumed = False
     try:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        os.close(job.start_r)  # (the keeper closed done_r before forking us)
+        os.close(job.done_r)
+        os.close(job.start_r)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 1)  # only the zygote writes to the parent
+        _check(libc.unshare(NEW_NAMESPACES), "unshare")
+        _mount(b"none", "/", None, MS_REC | MS_PRIVATE)
         isolate(settings["tmp_mb"])
         _check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "PR_SET_DUMPABLE")  # before the job is in memory
         try:
@@ -215,34 +219,6 @@ def _kill_the_rest():
             return
 
 
-def _keeper(job, settings, handler):
-    """The job init's parent, outside its pid namespace: unshares, starts it, kills it at the wall-clock limit."""
-    code = EXIT_BEFORE_PAYLOAD
-    try:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        os.close(job.done_r)
-        _check(libc.unshare(NEW_NAMESPACES), "unshare")
-        _mount(b"none", "/", None, MS_REC | MS_PRIVATE)
-        pid = os.fork()
-        if pid == 0:
-            _job_init(job, settings, handler)
-        os.close(job.done_w)
-        os.close(job.start_w)
-        pidfd = os.pidfd_open(pid)
-        wall = os.read(job.start_r, 8)  # blocks while the init waits for a job; empty if it exited
-        if len(wall) == 8 and not select.select([pidfd], [], [], struct.unpack(">d", wall)[0])[0]:
-            os.kill(pid, signal.SIGKILL)  # the init of a pid namespace: all of the job goes with it
-            os.waitpid(pid, 0)
-            code = EXIT_TIMEOUT
-        else:
-            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-            code = 128 - code if code < 0 else code
-    except BaseException:
-        import traceback
-        traceback.print_exc()
-    os._exit(code)
-
-
 def clear_user_keyrings():
     """Keys a job linked into the uid's user, user-session or persistent keyring would outlive it: remove them."""
     if KEYCTL is None:
@@ -266,30 +242,55 @@ def _send_result(job):
         offset += sent
 
 
-def run_one(settings, handler):
-    """Prepare a job init (isolated, waiting for its job on stdin), pass on its result, and clean up after it.
-    The result goes out as soon as the init has killed the rest of its job; the next init is only forked once
-    this job's namespaces are gone and the keyrings are cleared. False when the parent has closed the sandbox."""
+def run_one(settings, handler, own_pid_ns):
+    """Prepare a job init (isolated, waiting for its job on stdin), pass on its result, kill it at its wall-clock
+    limit, clean up after it. The result goes out as soon as the init has killed the rest of its job; the next init
+    is only forked once this one and its namespaces are gone and the keyrings are cleared. False when the parent
+    has closed the sandbox."""
     job = Job()
     try:
+        # pid 1 of a new pid namespace, without a process in between: point our children's pid namespace back at
+        # our own (the previous job's unshare moved it), then at a new one
+        _check(libc.setns(own_pid_ns, CLONE_NEWPID), "setns")
+        _check(libc.unshare(CLONE_NEWPID), "unshare")
         pid = os.fork()
         if pid == 0:
-            _keeper(job, settings, handler)
-        for fd in (job.done_w, job.start_r, job.start_w):
-            os.close(fd)
-        done = os.read(job.done_r, 1) == b"\x00"  # empty: the init exited (or was killed) without a result
+            _job_init(job, settings, handler)
+        os.close(job.done_w)
+        os.close(job.start_w)
+        wall = os.read(job.start_r, 8)  # blocks while the init waits for a job; empty if it exited (8 bytes: atomic)
+        done = timed_out = False
+        if wall:
+            if select.select([job.done_r], [], [], struct.unpack(">d", wall)[0])[0]:
+                done = os.read(job.done_r, 1) == b"\x00"  # empty: the init exited (or was killed) without one
+            else:
+                os.kill(pid, signal.SIGKILL)  # the init of a pid namespace: all of the job goes with it
+                timed_out = True
         if done:
             _send_result(job)
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        code = EXIT_TIMEOUT if timed_out else (128 - code if code < 0 else code)
         clear_user_keyrings()
         if code == EXIT_NO_JOB:
             return False
         if not done:
-            write_frame(1, json.dumps({"exit": code, "timed_out": code == EXIT_TIMEOUT, "size": 0}).encode())
+            write_frame(1, json.dumps({"exit": code, "timed_out": timed_out, "size": 0}).encode())
         return True
     finally:
-        os.close(job.result)
-        os.close(job.done_r)
+        for fd in (job.result, job.done_r, job.start_r):
+            os.close(fd)
+
+
+def own_pid_namespace():
+    """Move into a pid namespace of our own, owned by the user namespace we hold capabilities in (bwrap's is owned
+    by an outer one), so that ``run_one`` may setns back to it. The process that forked us only waits."""
+    _check(libc.unshare(CLONE_NEWPID), "unshare")
+    pid = os.fork()
+    if pid:
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        os._exit(code if code >= 0 else 128 - code)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return os.open("/proc/self/ns/pid", os.O_RDONLY)
 
 
 def main():
@@ -298,11 +299,12 @@ def main():
     module_name, _, function = sys.argv[1].partition(":")
     settings = json.loads(sys.argv[2])
     handler = getattr(importlib.import_module(module_name), function)
+    own_pid_ns = own_pid_namespace()
     # Every job is a fork: keep the collector away from what is loaded now, or each job's first full collection
     # would touch (and so copy) every page of it.
     gc.freeze()
     write_frame(1, json.dumps({"hello": os.getpid()}).encode())
-    while run_one(settings, handler):
+    while run_one(settings, handler, own_pid_ns):
         pass
 
 

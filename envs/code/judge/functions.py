@@ -7,7 +7,7 @@ import signal
 import time
 
 from .candidate import NOT_RERAISED
-from .launcher import LauncherGone, memfd_with
+from .launcher import LauncherGone, exit_code, memfd_with, spawn_fresh
 from .values import Unsupported, dump, load
 from .wire import describe, recv_frame, send_frame
 
@@ -75,13 +75,17 @@ class Worker:
         req_r, self.to_worker = os.pipe()
         self.from_worker, resp_w = os.pipe()
         source = memfd_with("source", self.job["source"].encode())
+        request = {"mode": "function", "entry_point": self.job["entry_point"],
+                   "cpu_s": self.job["test_timeout_s"] * max(1, len(self.job["tests"]))}
+        fds = [req_r, resp_w, self.log_fd, source]
         try:
-            cpu_s = self.job["test_timeout_s"] * max(1, len(self.job["tests"]))
-            self.pid = self.launcher.launch({"mode": "function", "entry_point": self.job["entry_point"],
-                                             "cpu_s": cpu_s}, [req_r, resp_w, self.log_fd, source])
-        except LauncherGone as e:
+            if self.launcher.launching:  # the first worker: the launcher becomes it
+                self.pid = self.launcher.launch({**request, "become": True}, fds)
+            else:
+                self.pid = spawn_fresh(request, fds)
+        except (LauncherGone, OSError) as e:
             self.stop()
-            raise CandidateDied(str(e)) from None
+            raise CandidateDied(f"the candidate's process could not be started: {e}") from None
         finally:
             for fd in (req_r, resp_w, source):
                 os.close(fd)
@@ -93,7 +97,7 @@ class Worker:
         try:
             reply = recv_frame(self.from_worker)
         except (EOFError, OSError):  # it exited, or closed its end of the pipe
-            code = self.launcher.wait_exit(self.pid, 0.2) if self.pid is not None else None
+            code = exit_code(self.pid, 0.2) if self.pid is not None else None
             self.stop()
             raise CandidateDied(f"the candidate's process exited (exit code {code})") from None
         except (ValueError, RecursionError) as e:  # oversized or garbled: the pipe is out of step, start afresh

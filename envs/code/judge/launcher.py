@@ -1,9 +1,11 @@
-"""The launcher: a process the judge forks *before* it reads its job, and which forks every candidate process.
+"""The launcher: a process the judge forks *before* it reads its job, and which starts the candidate's processes.
 
 A fork copies memory. Once the judge has read the job its memory holds the hidden tests; the launcher's never does,
-so what it forks (the candidate's worker, one process per stdin/stdout test) starts with nothing of the tests in it,
-without paying an interpreter start. The launcher is a subreaper: whatever a candidate starts, setsid daemons
-included, stays in the launcher's tree, and the judge kills that whole tree between tests and at the end.
+so what it forks (one process per stdin/stdout test) starts with nothing of the tests in it, without paying an
+interpreter start. For a function task the launcher itself *becomes* the candidate's worker (one fork less); a worker
+restarted after a hang or crash is a freshly exec'd interpreter. Launcher and judge are subreapers: whatever a
+candidate starts, setsid daemons included, stays in the judge's tree, and the judge kills all of it between tests
+and at the end.
 
 Protocol on a SOCK_SEQPACKET pair: judge -> ``{"mode": "function"|"stdio", ...}`` with file descriptors attached
 (stdin or requests, stdout or replies, the output log, the source in a memfd); launcher -> ``{"pid": n}``, and
@@ -59,17 +61,22 @@ class Launcher:
             _launcher_main(theirs)
         theirs.close()
         self.sock, self.pid, self.exits, self.alive = ours, pid, {}, True
+        self.launching = True  # False once the launcher has become a worker (or died)
 
     def launch(self, request, fds):
-        """Start one candidate process; its pid."""
+        """Start one candidate process; its pid. With ``"become": True`` the launcher turns into that process."""
+        if not self.launching:
+            raise LauncherGone("the candidate's launcher is gone (it became the worker, or was killed)")
         try:
+            if request.get("become"):
+                self.launching = False
             socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
             while True:
                 message = self.receive(None)
                 if "pid" in message:
                     return message["pid"]
         except OSError:
-            self.alive = False
+            self.alive = self.launching = False
             raise LauncherGone("the candidate's launcher is gone (killed by the candidate?)") from None
 
     def wait_exit(self, pid, timeout):
@@ -92,7 +99,7 @@ class Launcher:
             return {}
         data = self.sock.recv(MESSAGE)
         if not data:
-            self.alive = False
+            self.alive = self.launching = False
             raise LauncherGone("the candidate's launcher is gone (killed by the candidate?)")
         message = json.loads(data)
         if "exit" in message:
@@ -100,47 +107,91 @@ class Launcher:
         return message
 
     def kill_all(self):
-        """SIGKILL every process in the judge's tree but the judge and the launcher, until none is left alive."""
-        keep = {os.getpid(), self.pid}
+        """SIGKILL every process in the judge's tree but the judge and a launcher still launching, until none is
+        left alive; reap the judge's own dead children."""
+        keep = {os.getpid(), self.pid} if self.launching else {os.getpid()}
         while True:
             found = [pid for pid in descendants(os.getpid()) if pid not in keep]
-            if not found:
-                return
             for pid in found:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            reap_children()
+            if not found:
+                return
             time.sleep(0.0005)
 
     def close(self):
         self.sock.close()
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(self.pid, 0)
+        self.launching = False
         self.kill_all()
 
 
+def reap_children():
+    """Collect the judge's children that have exited (a worker it started, orphans it adopted)."""
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
+
+
+def exit_code(pid, timeout):
+    """The exit code of the judge's own child ``pid`` once it has exited (negative: signal), None on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.002)
+
+
+def spawn_fresh(request, fds):
+    """A candidate process exec'd from a fresh interpreter (the launcher is used up): its pid."""
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    main = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py")
+    argv = [sys.executable, "-I", "-S", main, "candidate", json.dumps(request), *map(str, fds)]
+    return os.posix_spawn(sys.executable, argv, {k: v for k, v in os.environ.items()})
+
+
 def descendants(root):
-    """Live (non-zombie) processes in ``root``'s tree, root included."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            state, ppid = stat[stat.rindex(b")") + 2:].split()[:2]
-            if state != b"Z":
-                children.setdefault(int(ppid), []).append(int(entry))
+    """Live processes in ``root``'s tree, root included, found by walking /proc/PID/task/TID/children from root
+    (only the tree is read, however many processes the machine has; racy, so kill_all repeats until none)."""
     found, frontier = {root}, [root]
     while frontier:
-        frontier = [c for p in frontier for c in children.get(p, ()) if c not in found]
-        found.update(frontier)
+        pid = frontier.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            for child in children:
+                if child not in found and _alive(child):
+                    found.add(child)
+                    frontier.append(child)
     return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] != b"Z"
 
 
 # ---- the launcher process ------------------------------------------------------------------------------------------
@@ -170,10 +221,15 @@ def _launcher_main(sock):
                 data, fds, _, _ = socket.recv_fds(sock, MESSAGE, 8)
                 if not data:
                     break  # the judge is done
+                request = json.loads(data)
+                if request.get("become"):  # nothing launched yet, and nothing will be: be the worker
+                    sock.send(json.dumps({"pid": os.getpid()}).encode())
+                    sock.close()
+                    candidate_main(request, fds)
                 pid = os.fork()
                 if pid == 0:
                     sock.close()
-                    candidate_main(json.loads(data), fds)
+                    candidate_main(request, fds)
                 for fd in fds:
                     os.close(fd)
                 launched.add(pid)
@@ -205,6 +261,7 @@ def candidate_main(request, fds):
         os.setsid()
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         prctl(PR_SET_DUMPABLE, 1)  # an ordinary process of its own (the launcher is not)
+        prctl(PR_SET_CHILD_SUBREAPER, 0)  # its orphans go to the judge, as another's would go to init
         source = _place_fds(request["mode"], fds)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
