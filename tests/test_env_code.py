@@ -16,7 +16,9 @@ from posttrain.errors import UserError
 
 @pytest.fixture(scope="module")
 def env():
-    return CodeEnv(test_timeout_s=2.0, wall_timeout_s=8.0)
+    env = CodeEnv(test_timeout_s=2.0, wall_timeout_s=8.0)
+    yield env
+    env.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from test_sandbox_security import wait_no_leftovers
 
 from envs.code import CodeEnv
 from posttrain.environment import Trajectory
+from posttrain.sandbox import warm
 
 
 @pytest.fixture(scope="module", params=["warm", "cold"])
@@ -29,9 +30,10 @@ def quick_env(request):
     env.close()
 
 
-def resident(env) -> set[int]:
-    """The processes of the env's warm sandboxes that stay between verifications (bwrap and the zygote)."""
-    return env.warm.resident_pids() if env.use_warm else set()
+def resident() -> set[int]:
+    """The processes of this process's open warm sandboxes that stay between verifications (bwrap, the zygote, the
+    next job prepared): not leftovers."""
+    return warm.resident_pids()
 
 
 def function_task(tests: list[str], name: str = "solve") -> dict:
@@ -206,11 +208,10 @@ def test_killing_everything_never_passes(env):
             else:
                 fails(res, "no_verdict", "crashed", "load_error", "wrong_answer", "exception")
                 assert res.reasons != ["no_verdict"] or res.error
-    assert wait_no_leftovers(exclude=lambda: resident(env)) == []
+    assert wait_no_leftovers(exclude=resident) == []
 
 
 def test_bombs_loops_and_floods_are_contained(quick_env):
-    env = quick_env
     attacks = {
         "fork bomb": "import os\ndef solve(x):\n    while True:\n        try:\n            os.fork()\n"
                      "        except OSError:\n            pass",
@@ -223,4 +224,4 @@ def test_bombs_loops_and_floods_are_contained(quick_env):
         res = verify(quick_env, STDIO if name.startswith("stdio") else ADD_ONE, code)
         fails(res)
         assert res.details.get("sandbox", {}).get("duration_s", 0) < 5, name
-    assert wait_no_leftovers(exclude=lambda: resident(env)) == []
+    assert wait_no_leftovers(exclude=resident) == []

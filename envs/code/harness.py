@@ -5,18 +5,20 @@ code)."""
 from __future__ import annotations
 
 import json
+import py_compile
 import secrets
+import sys
+import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from posttrain.environment import Task, VerifyResult
 from posttrain.errors import UserError
 from posttrain.sandbox import HARNESS, Limits, RunResult, SandboxBackend
-from posttrain.sandbox.warm import JobResult, WarmPool
+from posttrain.sandbox.warm import INSIDE_FILES, JobResult, WarmPool
 
 JUDGE_DIR = Path(__file__).parent / "judge"
-# The judge package as it lies under {harness}/judge/ in the sandbox (read-only).
-JUDGE_FILES = {f"judge/{p.name}": p.read_text() for p in sorted(JUDGE_DIR.glob("*.py"))}
 WARM_HANDLER = "judge.warm:handle"
 VERDICT_PREFIX = "POSTTRAIN-VERDICT "
 KINDS = ("function", "stdio")
@@ -61,9 +63,25 @@ def find_verdict(stdout: str, nonce: str) -> dict[str, Any] | None:
     return found[0] if len(found) == 1 else None
 
 
+@cache
+def judge_files() -> dict[str, str | bytes]:
+    """The judge package as it lies under {harness}/judge/ in the sandbox (read-only), with its bytecode: nothing
+    can be cached in a read-only harness, and compiling the judge would cost every cold run ~10 ms. An interpreter
+    of another version inside the sandbox ignores the bytecode (other cache tag) and compiles the sources."""
+    files: dict[str, str | bytes] = {"inside.py": INSIDE_FILES["inside.py"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in sorted(JUDGE_DIR.glob("*.py")):
+            files[f"judge/{path.name}"] = path.read_text()
+            pyc = Path(tmp) / path.name
+            py_compile.compile(str(path), cfile=str(pyc), dfile=f"judge/{path.name}", doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            files[f"judge/__pycache__/{path.stem}.{sys.implementation.cache_tag}.pyc"] = pyc.read_bytes()
+    return files
+
+
 def warm_pool(backend: SandboxBackend, memory_mb: int) -> WarmPool:
     """Warm sandboxes holding the judge, for one code env (its jobs all use ``memory_mb``)."""
-    return WarmPool(backend, JUDGE_FILES, WARM_HANDLER,
+    return WarmPool(backend, judge_files(), WARM_HANDLER,
                     Limits(memory_mb=memory_mb, max_processes=JOB_PROCESSES, stdout_bytes=MAX_VERDICT))
 
 
@@ -82,7 +100,7 @@ def run_tests(backend: SandboxBackend, task: Task, program: str, *, test_timeout
     if done is not None:
         return _warm_verdict(task, done, nonce)
     res = backend.run({}, [backend.python, "-I", "-S", f"{HARNESS}/judge/__main__.py"], stdin=payload,
-                      limits=limits, readonly_files=JUDGE_FILES)
+                      limits=limits, readonly_files=judge_files())
     verdict = find_verdict(res.stdout, nonce)
     info = _sandbox_info(res)
     if verdict is None:

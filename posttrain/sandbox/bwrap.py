@@ -32,7 +32,7 @@ from posttrain.sandbox.identity import (
     world_accessible,
 )
 from posttrain.sandbox.process import run_process
-from posttrain.sandbox.warm import JOB_PROCESSES, ZYGOTE_SOURCE, WarmSandbox, WarmUnavailable
+from posttrain.sandbox.warm import INSIDE_FILES, JOB_PROCESSES, WarmSandbox, WarmUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class BwrapBackend(SandboxBackend):
         opened: list[int] = []
         try:
             ro_fds = []
-            for rel, data in {**readonly_files, "zygote.py": ZYGOTE_SOURCE}.items():
+            for rel, data in {**readonly_files, **INSIDE_FILES}.items():
                 opened.append(_memfd("r", as_bytes(data)))
                 ro_fds.append((opened[-1], check_relative_path(rel)))
             argv = self._argv(limits, [], ro_fds, keep_caps=WARM_CAPABILITIES)

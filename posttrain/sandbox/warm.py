@@ -20,6 +20,7 @@ import struct
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ZYGOTE_SOURCE = (Path(__file__).parent / "zygote.py").read_text()
+# The zygote and the primitives it shares with what its jobs run, as they lie in /harness.
+INSIDE_FILES = {name: (Path(__file__).parent / name).read_text() for name in ("zygote.py", "inside.py")}
 JOB_PROCESSES = 3  # the zygote (two processes) and a job's init count against the sandbox uid's RLIMIT_NPROC
 GRACE_S = 2.0  # on top of a job's wall_s, for the zygote's own bookkeeping
 START_TIMEOUT_S = 30.0
@@ -110,6 +112,14 @@ def descendants(root: int) -> dict[int, int]:
 
 # ---- one warm sandbox ----------------------------------------------------------------------------------------------
 
+_live: weakref.WeakSet[WarmSandbox] = weakref.WeakSet()
+
+
+def resident_pids() -> set[int]:
+    """The resident processes of every warm sandbox of this process that is open (for counting leftovers)."""
+    return set().union(*(s.resident_pids() for s in list(_live) if s.alive))
+
+
 class WarmSandbox:
     """A started sandbox whose zygote waits for jobs. Not thread-safe: one job at a time (WarmPool sees to that)."""
 
@@ -125,6 +135,9 @@ class WarmSandbox:
             preexec_fn=lambda: child_setup(limits, nproc=user is not None, cpu=False)))
         for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
             os.set_blocking(stream.fileno(), False)
+        # a sandbox nobody closes (its pool dropped) is killed when it is garbage
+        self._finalizer = weakref.finalize(self, _terminate, self._proc, user)
+        _live.add(self)
         try:
             hello = self._exchange(b"", time.monotonic() + START_TIMEOUT_S)
             self.zygote_pid = int(json.loads(hello)["hello"])
@@ -179,29 +192,15 @@ class WarmSandbox:
 
     def resident_pids(self) -> set[int]:
         """Host pids of the processes that stay between jobs: bwrap, bwrap's init inside, the zygote's two
-        processes, and the next job's init once it is prepared (only one, and childless: it has not read a job yet).
-        Anything else in the tree between jobs would be a leftover."""
+        processes, and the next job once it is prepared (its init and what the handler prepared, one process each
+        at most, waiting for the job). Anything else in the tree between jobs would be a leftover."""
         tree = descendants(self.pid)
-        resident = {p for p, depth in tree.items() if depth <= 3}
-        inits = [p for p, depth in tree.items() if depth == 4]
-        if len(inits) == 1 and max(tree.values()) == 4:
-            resident.add(inits[0])
-        return resident
+        at = [[p for p, depth in tree.items() if depth == d] for d in range(max(tree.values()) + 1)]
+        prepared = len(at) <= 6 and all(len(level) <= 1 for level in at[4:])
+        return {p for p, depth in tree.items() if depth <= (5 if prepared else 3)}
 
     def close(self) -> None:
-        if self._proc.poll() is None:
-            kill_group(self._proc.pid)
-            if self.user is not None:
-                kill_uid(self.user)
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        self._finalizer()
 
     # -- I/O -------------------------------------------------------------------------------------------------------
 
@@ -256,6 +255,22 @@ class WarmSandbox:
                 else:
                     self._buf += chunk
         return pending
+
+
+def _terminate(proc: subprocess.Popen, user: int | None) -> None:
+    if proc.poll() is None:
+        kill_group(proc.pid)  # bwrap's outer process; --die-with-parent takes the sandbox's pid namespace along
+        if user is not None:
+            kill_uid(user)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            stream.close()
+        except OSError:
+            pass
 
 
 # ---- a pool of them --------------------------------------------------------------------------------------------------

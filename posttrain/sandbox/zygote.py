@@ -7,9 +7,11 @@ job forks:
     zygote (keeps CAP_SYS_ADMIN, NET_ADMIN, SETPCAP inside the sandbox's user namespace; runs no job code;
             kills a job at its wall-clock limit)
       -> job init, pid 1 of a new pid namespace, in new mount, ipc, uts and network namespaces: fresh tmpfs at
-         /tmp, /workspace and /dev/shm, a fresh /proc, its own loopback, a fresh session keyring, every capability
-         dropped, non-dumpable. Only then does it read a job (header and payload) from stdin, lower its rlimits to
-         the job's and call ``handler(read_payload) -> bytes``; the handler forks whatever runs untrusted code.
+         /tmp, /workspace and /dev/shm, a fresh /proc, its own loopback, a fresh session keyring. There the
+         handler's module may ``prepare()`` (with the capabilities, before any job exists: e.g. fork a launcher
+         into namespaces of its own); then every capability is dropped and the init becomes non-dumpable. Only then
+         does it read a job (header and payload) from stdin, lower its rlimits to the job's and call
+         ``handler(read_payload, prepared) -> bytes``; what runs untrusted code is forked from what it prepared.
 
 Once the handler returns, the init kills every other process of its pid namespace (kill(-1) from pid 1 reaches
 exactly those) and reaps them; then the result goes out. When the init exits, the namespaces, their tmpfs and their
@@ -22,13 +24,11 @@ earlier job's data in it. Frames on stdin/stdout are a 4-byte big-endian length 
 limits), payload; zygote -> {"hello": pid} once, then per job {"exit", "timed_out", "size"} and ``size`` bytes.
 """
 
-import ctypes
 import fcntl
 import gc
 import importlib
 import json
 import os
-import platform
 import resource
 import select
 import signal
@@ -36,101 +36,51 @@ import socket
 import struct
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from inside import (  # noqa: E402 - next to this file in /harness
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUTS,
+    KEYCTL,
+    MS_NODEV,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_REC,
+    PR_SET_DUMPABLE,
+    PR_SET_PDEATHSIG,
+    drop_capabilities,
+    libc,
+    mount,
+    mount_proc,
+    prctl,
+    read_frame,
+    setns,
+    unshare,
+    write_all,
+    write_frame,
+)
+
 MAX_HEADER = 1 << 16
-CLONE_NEWPID = 0x20000000
-NEW_NAMESPACES = 0x20000 | 0x4000000 | 0x8000000 | 0x40000000  # CLONE_NEW{NS,UTS,IPC,NET}, taken by a job's init
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
-MS_PRIVATE = 1 << 18
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1, 4, 24, 47, 4
-KEYCTL = {"x86_64": 250, "aarch64": 219}.get(platform.machine())  # keyctl has no libc wrapper
 KEYCTL_GET_KEYRING_ID, KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_SETPERM, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT = 0, 1, 5, 7, 22
 USER_KEYRINGS = (-4, -5)  # KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING
 SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
-PROC_COVERS = ("sys", "sysrq-trigger", "irq", "bus")  # read-only, as bwrap leaves them
 EXIT_BEFORE_PAYLOAD, EXIT_HANDLER_FAILED, EXIT_NO_JOB, EXIT_TIMEOUT = 10, 11, 12, 124
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long
-
-
-def _check(result, what):
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-# ---- frames ------------------------------------------------------------------------------------------------------
-
-def read_exact(fd, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = os.read(fd, min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise EOFError("pipe closed")
-        buf += chunk
-    return bytes(buf)
-
-
-def read_frame(fd, limit):
-    (size,) = struct.unpack(">I", read_exact(fd, 4))
-    if size > limit:
-        raise ValueError(f"frame of {size} bytes is over the {limit}-byte limit")
-    return read_exact(fd, size)
-
-
-def write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def write_frame(fd, data):
-    write_all(fd, struct.pack(">I", len(data)) + data)
 
 
 # ---- the job init's isolation ------------------------------------------------------------------------------------
 
-def _mount(source, target, fstype, flags, options=None):
-    _check(libc.mount(source, target.encode(), fstype, flags, options), f"mount {target}")
-
-
 def _fresh_filesystems(tmp_mb):
     size = f"size={int(tmp_mb)}m".encode()
     for target, mode in (("/tmp", b"1777"), ("/dev/shm", b"1777"), ("/workspace", b"0755")):
-        _mount(b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, size + b",mode=" + mode)
-    _mount(b"proc", "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for name in PROC_COVERS:
-        path = "/proc/" + name
-        if os.path.exists(path):
-            _mount(path.encode(), path, None, MS_BIND | MS_REC)
-            _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount(b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, size + b",mode=" + mode)
+    mount_proc()
 
 
 def _loopback_up():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
-def drop_capabilities():
-    """No capability left in any set (bounding and ambient included); checked, not assumed."""
-    last = int(open("/proc/sys/kernel/cap_last_cap").read())
-    for cap in range(last + 1):
-        _check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop from the bounding set")
-    _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
-    header, data = _CapHeader(0x20080522, 0), (_CapData * 2)()
-    _check(libc.capset(ctypes.byref(header), data), "capset")
-    with open("/proc/self/status") as f:
-        caps = [line.split()[1] for line in f if line.startswith(("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"))]
-    if len(caps) != 5 or any(int(c, 16) for c in caps):
-        raise OSError(f"capabilities still held after dropping them: {caps}")
 
 
 def set_limits(h):
@@ -143,12 +93,13 @@ def set_limits(h):
 
 
 def isolate(tmp_mb):
-    """In the job init: everything it and its descendants get, before the job itself is even read."""
+    """In the job init, before anything of the job exists: its own mounts, network, IPC and keyring."""
+    unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
+    mount(b"none", "/", None, MS_REC | MS_PRIVATE)
     _fresh_filesystems(tmp_mb)
     _loopback_up()
     if KEYCTL is not None:  # our own session keyring, not the zygote's
         libc.syscall(KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
-    drop_capabilities()
     os.chdir("/workspace")
     if "random" in sys.modules:  # a fresh interpreter seeds itself; a fork must too
         sys.modules["random"].seed()
@@ -165,19 +116,20 @@ class Job:
         self.start_r, self.start_w = os.pipe()  # init -> zygote: the job's wall-clock limit, once it has a job
 
 
-def _job_init(job, settings, handler):
-    """Pid 1 of the job's namespaces: isolate, take one job from stdin, run the handler, leave nothing running."""
+def _job_init(job, settings, handler, prepare):
+    """Pid 1 of the job's namespaces: isolate, prepare, drop every capability, take one job from stdin, run the
+    handler, leave nothing running."""
     consumed = False
     try:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         os.close(job.done_r)
         os.close(job.start_r)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 1)  # only the zygote writes to the parent
-        _check(libc.unshare(NEW_NAMESPACES), "unshare")
-        _mount(b"none", "/", None, MS_REC | MS_PRIVATE)
         isolate(settings["tmp_mb"])
-        _check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "PR_SET_DUMPABLE")  # before the job is in memory
+        prepared = prepare() if prepare is not None else None
+        drop_capabilities()
+        prctl(PR_SET_DUMPABLE, 0)  # before the job is in memory
         try:
             header = json.loads(read_frame(0, MAX_HEADER))
         except EOFError:  # the parent closed the sandbox
@@ -192,7 +144,7 @@ def _job_init(job, settings, handler):
             consumed = True
             return data
 
-        result = handler(read_payload)
+        result = handler(read_payload, prepared)
         if not consumed:
             read_payload()
         _kill_the_rest()
@@ -242,7 +194,7 @@ def _send_result(job):
         offset += sent
 
 
-def run_one(settings, handler, own_pid_ns):
+def run_one(settings, handler, prepare, own_pid_ns):
     """Prepare a job init (isolated, waiting for its job on stdin), pass on its result, kill it at its wall-clock
     limit, clean up after it. The result goes out as soon as the init has killed the rest of its job; the next init
     is only forked once this one and its namespaces are gone and the keyrings are cleared. False when the parent
@@ -251,11 +203,11 @@ def run_one(settings, handler, own_pid_ns):
     try:
         # pid 1 of a new pid namespace, without a process in between: point our children's pid namespace back at
         # our own (the previous job's unshare moved it), then at a new one
-        _check(libc.setns(own_pid_ns, CLONE_NEWPID), "setns")
-        _check(libc.unshare(CLONE_NEWPID), "unshare")
+        setns(own_pid_ns, CLONE_NEWPID)
+        unshare(CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
-            _job_init(job, settings, handler)
+            _job_init(job, settings, handler, prepare)
         os.close(job.done_w)
         os.close(job.start_w)
         wall = os.read(job.start_r, 8)  # blocks while the init waits for a job; empty if it exited (8 bytes: atomic)
@@ -284,27 +236,27 @@ def run_one(settings, handler, own_pid_ns):
 def own_pid_namespace():
     """Move into a pid namespace of our own, owned by the user namespace we hold capabilities in (bwrap's is owned
     by an outer one), so that ``run_one`` may setns back to it. The process that forked us only waits."""
-    _check(libc.unshare(CLONE_NEWPID), "unshare")
+    unshare(CLONE_NEWPID)
     pid = os.fork()
     if pid:
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         os._exit(code if code >= 0 else 128 - code)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     return os.open("/proc/self/ns/pid", os.O_RDONLY)
 
 
 def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     module_name, _, function = sys.argv[1].partition(":")
     settings = json.loads(sys.argv[2])
-    handler = getattr(importlib.import_module(module_name), function)
+    module = importlib.import_module(module_name)
+    handler, prepare = getattr(module, function), getattr(module, "prepare", None)
     own_pid_ns = own_pid_namespace()
     # Every job is a fork: keep the collector away from what is loaded now, or each job's first full collection
     # would touch (and so copy) every page of it.
     gc.freeze()
     write_frame(1, json.dumps({"hello": os.getpid()}).encode())
-    while run_one(settings, handler, own_pid_ns):
+    while run_one(settings, handler, prepare, own_pid_ns):
         pass
 
 

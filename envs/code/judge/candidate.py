@@ -5,11 +5,21 @@ nothing it gets from this process beyond plain data (values.py) and a candidate 
 """
 
 import builtins
+import fcntl
+import io
+import os
+import resource
+import signal
 import sys
 import types
 
 from .values import MUTABLE, Unsupported, _kind, dump, load
 from .wire import describe, recv_frame, send_frame
+
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
+# How this interpreter set up its own standard streams: a candidate's program gets the same.
+STREAMS = {"encoding": sys.__stdout__.encoding if sys.__stdout__ else "utf-8",
+           "errors": sys.__stdout__.errors if sys.__stdout__ else "strict"}
 
 # Exceptions that mean "stop" to the judge's own control flow, never re-raised there as the candidate's exception.
 NOT_RERAISED = ("BaseException", "SystemExit", "KeyboardInterrupt", "GeneratorExit", "StopIteration",
@@ -90,6 +100,75 @@ def _raised(exc, originals, mutable, remote):
     except BaseException:
         message = dump([(describe(exc),)], originals, mutable, remote)[0]
     return {"raise": base.__name__, "text": describe(exc), "args": message}
+
+
+# ---- the process itself -----------------------------------------------------------------------------------------
+
+def candidate_main(request, fds):
+    """In a fresh fork of the launcher: fds 0-2 as given, the rest closed, then the candidate's code. Never returns."""
+    from .launcher import prctl
+    code = 1
+    try:
+        os.setsid()
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_DUMPABLE, 1)  # an ordinary process of its own (the launcher is not)
+        prctl(PR_SET_CHILD_SUBREAPER, 0)  # an ordinary process: its orphans are not its own
+        source = _place_fds(request["mode"], fds)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _limit_cpu(request["cpu_s"])
+        if "random" in sys.modules:
+            sys.modules["random"].seed()
+        if request["mode"] == "function":
+            _std_streams(unbuffered=True)
+            code = run_function_worker(3, 4, source, request["entry_point"])
+        else:
+            _std_streams(unbuffered=False)
+            code = run_program(source)
+    finally:
+        os._exit(code)
+
+
+def _place_fds(mode, fds):
+    """``fds`` are [a, b, log, source]. stdio: a -> stdin, b -> stdout, log -> stderr; function: /dev/null -> stdin,
+    log -> stdout and stderr, a (requests) -> 3, b (replies) -> 4. Every other fd is closed. Returns the source."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16) for fd in fds]  # above the targets: no dup2 below hits one in use
+    size = os.fstat(high[3]).st_size
+    source = os.pread(high[3], size, 0).decode("utf-8", errors="replace")
+    a, b, log = high[:3]
+    if mode == "stdio":
+        targets = {0: a, 1: b, 2: log}
+    else:
+        targets = {0: fcntl.fcntl(os.open(os.devnull, os.O_RDONLY), fcntl.F_DUPFD, 16), 1: log, 2: log, 3: a, 4: b}
+    for target, fd in targets.items():
+        os.dup2(fd, target)
+    os.closerange(max(targets) + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    return source
+
+
+def _limit_cpu(cpu_s):
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    want = max(1, int(cpu_s) + 1)
+    if hard == resource.RLIM_INFINITY or want < hard:
+        resource.setrlimit(resource.RLIMIT_CPU, (want, min(want + 1, hard) if hard != resource.RLIM_INFINITY
+                                                 else want + 1))
+
+
+def _std_streams(unbuffered):
+    """What a fresh interpreter would have on fds 0-2: block-buffered stdout, line-buffered stderr; ``unbuffered``
+    (a function's worker, killed rather than exiting) writes everything through at once, as ``python -u`` does."""
+    enc, err = STREAMS["encoding"], STREAMS["errors"]
+
+    def writer(fd):
+        raw = io.FileIO(fd, "w", closefd=False)
+        return raw if unbuffered else io.BufferedWriter(raw)
+
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
+                                                 encoding=enc, errors=err)
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(writer(1), encoding=enc, errors=err, write_through=unbuffered)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(writer(2), encoding=enc, errors="backslashreplace",
+                                                   line_buffering=True, write_through=unbuffered)
 
 
 def run_program(source):

@@ -7,7 +7,7 @@ import signal
 import time
 
 from .candidate import NOT_RERAISED
-from .launcher import LauncherGone, exit_code, memfd_with, spawn_fresh
+from .launcher import LauncherGone, memfd_with
 from .values import Unsupported, dump, load
 from .wire import describe, recv_frame, send_frame
 
@@ -79,11 +79,8 @@ class Worker:
                    "cpu_s": self.job["test_timeout_s"] * max(1, len(self.job["tests"]))}
         fds = [req_r, resp_w, self.log_fd, source]
         try:
-            if self.launcher.launching:  # the first worker: the launcher becomes it
-                self.pid = self.launcher.launch({**request, "become": True}, fds)
-            else:
-                self.pid = spawn_fresh(request, fds)
-        except (LauncherGone, OSError) as e:
+            self.pid = self.launcher.launch(request, fds)
+        except LauncherGone as e:
             self.stop()
             raise CandidateDied(f"the candidate's process could not be started: {e}") from None
         finally:
@@ -97,7 +94,7 @@ class Worker:
         try:
             reply = recv_frame(self.from_worker)
         except (EOFError, OSError):  # it exited, or closed its end of the pipe
-            code = exit_code(self.pid, 0.2) if self.pid is not None else None
+            code = self.launcher.wait_exit(self.pid, 0.2) if self.pid is not None else None
             self.stop()
             raise CandidateDied(f"the candidate's process exited (exit code {code})") from None
         except (ValueError, RecursionError) as e:  # oversized or garbled: the pipe is out of step, start afresh

@@ -1,4 +1,4 @@
-"""The judge's entry points: ``handle`` for a warm sandbox's zygote (via warm.py), ``cold_main`` for
+"""The judge's entry points: ``prepare`` and ``handle`` for a warm sandbox's zygote (via warm.py), ``cold_main`` for
 one sandbox per run (``python -I -S /harness/judge/__main__.py``, the job on stdin, the verdict line on stdout).
 
 Either way the judge forks the launcher before it reads the job, then reads the job (tests, expected values, a
@@ -41,11 +41,23 @@ def judge(job, launcher):
     return verdict
 
 
-def handle(read_payload):
-    """Warm: called in a job's init process (isolated, non-dumpable) before the job is read."""
-    launcher = Launcher()
+def prepare():
+    """Warm: in a job's init, with its capabilities, before any job exists: the launcher, in namespaces of its own."""
+    return Launcher(isolate=True)
+
+
+def handle(read_payload, launcher):
+    """Warm: in a job's init (no capabilities, non-dumpable), once per job."""
     job = json.loads(read_payload())
     return json.dumps(judge(job, launcher)).encode()
+
+
+def _can_isolate():
+    try:
+        import inside
+    except ImportError:
+        return False
+    return inside.has_capability(inside.CAP_SYS_ADMIN)
 
 
 def _make_undumpable():
@@ -56,8 +68,11 @@ def _make_undumpable():
 
 
 def cold_main():
+    launcher = Launcher(isolate=_can_isolate())
+    if launcher.isolated:
+        import inside
+        inside.drop_capabilities()
     _make_undumpable()
-    launcher = Launcher()
     job = json.loads(sys.stdin.buffer.read(MAX_JOB))
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # nothing the candidate starts can read what we were sent
     line = (VERDICT_PREFIX + json.dumps(judge(job, launcher)) + "\n").encode()

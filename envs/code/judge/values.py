@@ -348,4 +348,4 @@ def _fill_mutable(obj, node, resolve):
         pairs = list(_pairs(items))
         obj.clear()
         for k, v in pairs:
-            dict.__setitem__(obj, k, v)
+            obj[k] = v
