@@ -16,10 +16,10 @@ from typing import Any
 from posttrain.environment import Task, VerifyResult
 from posttrain.errors import UserError
 from posttrain.sandbox import HARNESS, Limits, RunResult, SandboxBackend
-from posttrain.sandbox.warm import INSIDE_FILES, JobResult, WarmPool
+from posttrain.sandbox.warm import JobResult, WarmPool
 
 JUDGE_DIR = Path(__file__).parent / "judge"
-WARM_HANDLER = "judge.warm:handle"
+WARM_MODULE = "judge.warm"
 VERDICT_PREFIX = "POSTTRAIN-VERDICT "
 KINDS = ("function", "stdio")
 JOB_PROCESSES = 8  # the judge, its launcher, the worker and a few processes of the candidate's own
@@ -68,7 +68,7 @@ def judge_files() -> dict[str, str | bytes]:
     """The judge package as it lies under {harness}/judge/ in the sandbox (read-only), with its bytecode: nothing
     can be cached in a read-only harness, and compiling the judge would cost every cold run ~10 ms. An interpreter
     of another version inside the sandbox ignores the bytecode (other cache tag) and compiles the sources."""
-    files: dict[str, str | bytes] = {"inside.py": INSIDE_FILES["inside.py"]}
+    files: dict[str, str | bytes] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for path in sorted(JUDGE_DIR.glob("*.py")):
             files[f"judge/{path.name}"] = path.read_text()
@@ -81,7 +81,7 @@ def judge_files() -> dict[str, str | bytes]:
 
 def warm_pool(backend: SandboxBackend, memory_mb: int) -> WarmPool:
     """Warm sandboxes holding the judge, for one code env (its jobs all use ``memory_mb``)."""
-    return WarmPool(backend, judge_files(), WARM_HANDLER,
+    return WarmPool(backend, judge_files(), WARM_MODULE,
                     Limits(memory_mb=memory_mb, max_processes=JOB_PROCESSES, stdout_bytes=MAX_VERDICT))
 
 

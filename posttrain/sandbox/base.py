@@ -87,11 +87,12 @@ class SandboxBackend(ABC):
         """Run ``cmd`` in a fresh sandbox holding ``files`` (writable, under {workspace}) and ``readonly_files``
         (under {harness}); paths are relative. ``{workspace}``/``{harness}`` in ``cmd`` are replaced by real paths."""
 
-    def start_warm(self, readonly_files: Files, handler: str, limits: Limits) -> WarmSandbox | None:
-        """A long-lived sandbox whose zygote imports ``handler`` (``module:function`` from ``readonly_files``) once
-        and runs each job in a fresh, isolated process (posttrain/sandbox/zygote.py). ``limits`` bound every job
-        (memory, file size, open files) and the processes of one job. None: this backend has no warm mode; callers
-        then use ``run()``. Raises ``WarmUnavailable`` when it has one that does not work here."""
+    def start_warm(self, readonly_files: Files, module: str, limits: Limits) -> WarmSandbox | None:
+        """A long-lived sandbox whose zygote imports ``module`` (from ``readonly_files``) once and runs each job in
+        fresh, isolated processes (posttrain/sandbox/zygote.py: ``module.handle`` for the job, ``module.child`` for
+        the processes it asks for). ``limits`` bound every job (memory, file size, open files, tmpfs size) and the
+        processes of one job. None: this backend has no warm mode; callers then use ``run()``. Raises
+        ``WarmUnavailable`` when it has one that does not work here."""
         return None
 
 

@@ -42,7 +42,7 @@ HARNESS_TMPFS_BYTES = 64 << 20
 BWRAP_OWN_PROCESSES = 2  # bwrap's outer process and its pid-1 reaper count against RLIMIT_NPROC too
 # A warm sandbox's zygote keeps these inside the sandbox's user namespace, to give each job its own mounts and
 # network namespace; every job drops all of them before its own code runs (zygote.py).
-WARM_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SETPCAP")
+WARM_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_NET_ADMIN", "CAP_SETPCAP")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives")
 SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 UNAVAILABLE_HELP = (
@@ -184,7 +184,7 @@ class BwrapBackend(SandboxBackend):
         a += ["--remount-ro", HARNESS_DIR, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORKSPACE_DIR]
         return a
 
-    def start_warm(self, readonly_files: Files, handler: str, limits: Limits) -> WarmSandbox:
+    def start_warm(self, readonly_files: Files, module: str, limits: Limits) -> WarmSandbox:
         """A warm sandbox: the same bwrap setup as run(), with a zygote that forks every job into fresh namespaces."""
         opened: list[int] = []
         try:
@@ -193,7 +193,7 @@ class BwrapBackend(SandboxBackend):
                 opened.append(_memfd("r", as_bytes(data)))
                 ro_fds.append((opened[-1], check_relative_path(rel)))
             argv = self._argv(limits, [], ro_fds, keep_caps=WARM_CAPABILITIES)
-            argv += ["--", self.python, "-I", "-S", posixpath.join(HARNESS_DIR, "zygote.py"), handler,
+            argv += ["--", self.python, "-I", "-S", posixpath.join(HARNESS_DIR, "zygote.py"), module,
                      json.dumps({"tmp_mb": limits.tmp_mb})]
             uid = next_run_uid() if self._drop else None
             outer = dataclasses.replace(limits, max_processes=limits.max_processes + BWRAP_OWN_PROCESSES

@@ -1,10 +1,10 @@
 """Warm sandboxes: one long-lived sandbox runs many jobs, each in a fresh isolated process forked by its zygote.
 
-    pool = WarmPool(get_backend(), {"judge/__init__.py": ...}, "judge.main:handle", Limits(memory_mb=512))
+    pool = WarmPool(get_backend(), {"judge/__init__.py": ...}, "judge.warm", Limits(memory_mb=512))
     result = pool.run(payload_bytes, Limits(wall_s=5, cpu_s=6))   # None: this backend has no warm mode
     result.output, result.exit_code, result.timed_out, result.notes
 
-Start-up (bwrap, the interpreter, the handler's imports) is paid once per sandbox instead of once per job; what a
+Start-up (bwrap, the interpreter, the module's imports) is paid once per sandbox instead of once per job; what a
 job gets and why jobs cannot see or influence each other is in zygote.py and docs/sandbox.md. A pool hands each
 sandbox to one job at a time and discards a sandbox after any job that did not end cleanly.
 """
@@ -50,10 +50,10 @@ class WarmUnavailable(Exception):
 
 @dataclass
 class JobResult:
-    """What one job gave back. ``output`` is the handler's result, None when there is none (then ``notes`` say why)."""
+    """What one job gave back. ``output`` is what ``handle`` returned, None when there is none (``notes`` say why)."""
 
     output: bytes | None
-    exit_code: int | None  # of the job's init: 0 when the handler returned; None when the whole sandbox died
+    exit_code: int | None  # of the job's init: 0 when ``handle`` returned; None when the whole sandbox died
     timed_out: bool = False
     duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -157,7 +157,7 @@ class WarmSandbox:
         return self._stderr[-2000:].decode("utf-8", errors="replace")
 
     def run(self, payload: bytes, limits: Limits) -> JobResult:
-        """Run one job: ``payload`` goes to the handler, its returned bytes come back as ``output``."""
+        """Run one job: ``payload`` goes to the module's ``handle``, its returned bytes come back as ``output``."""
         for name in ("memory_mb", "file_size_mb", "open_files", "tmp_mb"):
             if getattr(limits, name) > getattr(self.limits, name):
                 raise ValueError(f"job limit {name}={getattr(limits, name)} exceeds the warm sandbox's "
@@ -192,12 +192,14 @@ class WarmSandbox:
 
     def resident_pids(self) -> set[int]:
         """Host pids of the processes that stay between jobs: bwrap, bwrap's init inside, the zygote's two
-        processes, and the next job once it is prepared (its init and what the handler prepared, one process each
-        at most, waiting for the job). Anything else in the tree between jobs would be a leftover."""
+        processes, and the next job's init once it is prepared (only one, and childless: it has not read a job yet).
+        Anything else in the tree between jobs would be a leftover."""
         tree = descendants(self.pid)
-        at = [[p for p, depth in tree.items() if depth == d] for d in range(max(tree.values()) + 1)]
-        prepared = len(at) <= 6 and all(len(level) <= 1 for level in at[4:])
-        return {p for p, depth in tree.items() if depth <= (5 if prepared else 3)}
+        resident = {p for p, depth in tree.items() if depth <= 3}
+        inits = [p for p, depth in tree.items() if depth == 4]
+        if len(inits) == 1 and max(tree.values()) == 4:
+            resident.add(inits[0])
+        return resident
 
     def close(self) -> None:
         self._finalizer()
@@ -276,10 +278,10 @@ def _terminate(proc: subprocess.Popen, user: int | None) -> None:
 # ---- a pool of them --------------------------------------------------------------------------------------------------
 
 class WarmPool:
-    """Warm sandboxes running one handler, shared by a process's threads (each job gets a sandbox to itself)."""
+    """Warm sandboxes running one module, shared by a process's threads (each job gets a sandbox to itself)."""
 
-    def __init__(self, backend: SandboxBackend, readonly_files: Files, handler: str, limits: Limits) -> None:
-        self.backend, self.readonly_files, self.handler, self.limits = backend, dict(readonly_files), handler, limits
+    def __init__(self, backend: SandboxBackend, readonly_files: Files, module: str, limits: Limits) -> None:
+        self.backend, self.readonly_files, self.module, self.limits = backend, dict(readonly_files), module, limits
         self._idle: list[WarmSandbox] = []
         self._all: set[WarmSandbox] = set()
         self._lock = threading.Lock()
@@ -308,7 +310,7 @@ class WarmPool:
             if self.unavailable is not None:
                 return None
         try:
-            sandbox = self.backend.start_warm(self.readonly_files, self.handler, self.limits)
+            sandbox = self.backend.start_warm(self.readonly_files, self.module, self.limits)
         except WarmUnavailable as e:
             with self._lock:
                 if self.unavailable is None:

@@ -1,27 +1,30 @@
 """The zygote of a warm sandbox. It runs INSIDE bwrap (stdlib only) and gives every job a fresh, isolated process.
 
-Started once per warm sandbox as ``python -I -S /harness/zygote.py HANDLER SETTINGS`` (``HANDLER`` is
-``module:function`` under /harness, ``SETTINGS`` JSON with ``tmp_mb``), it imports the handler once, then for each
-job forks:
+Started once per warm sandbox as ``python -I -S /harness/zygote.py MODULE SETTINGS`` (``MODULE`` under /harness
+defines ``handle(read_payload, spawner) -> bytes`` and ``child(request, fds)``; ``SETTINGS`` is JSON with
+``tmp_mb``), it imports the module once, then per job:
 
-    zygote (keeps CAP_SYS_ADMIN, NET_ADMIN, SETPCAP inside the sandbox's user namespace; runs no job code;
-            kills a job at its wall-clock limit)
+    zygote (keeps CAP_SYS_ADMIN, SYS_CHROOT, NET_ADMIN, SETPCAP in the sandbox's user namespace; runs no job code,
+            never holds a job's data; kills a job at its wall-clock limit)
       -> job init, pid 1 of a new pid namespace, in new mount, ipc, uts and network namespaces: fresh tmpfs at
-         /tmp, /workspace and /dev/shm, a fresh /proc, its own loopback, a fresh session keyring. There the
-         handler's module may ``prepare()`` (with the capabilities, before any job exists: e.g. fork a launcher
-         into namespaces of its own); then every capability is dropped and the init becomes non-dumpable. Only then
-         does it read a job (header and payload) from stdin, lower its rlimits to the job's and call
-         ``handler(read_payload, prepared) -> bytes``; what runs untrusted code is forked from what it prepared.
+         /tmp, /workspace and /dev/shm, a fresh /proc, its own loopback, a fresh session keyring, then every
+         capability dropped and non-dumpable. Only then does it read a job (header and payload) from stdin, lower
+         its rlimits to the job's and call ``handle``, which holds the job (e.g. hidden tests).
+      -> child processes, forked by the zygote on the handler's request (``spawner.spawn``) straight into the job's
+         namespaces, with the job's rlimits and no capability: they run ``child`` (e.g. the untrusted candidate).
+         Being copies of the zygote, they hold nothing of any job but what they are handed.
 
-Once the handler returns, the init kills every other process of its pid namespace (kill(-1) from pid 1 reaches
-exactly those) and reaps them; then the result goes out. When the init exits, the namespaces, their tmpfs and their
-IPC objects go too. Only after that, and after clearing the uid's user keyrings (the one thing a job could leave
-that is keyed by uid rather than by a namespace), does the zygote fork the next job's init.
+When ``handle`` returns, the init kills every other process of its pid namespace (``kill(-1)`` from pid 1 reaches
+exactly those, including setsid daemons and processes too new to be listed in /proc yet) until none is left; only
+then does the result go out. When the init exits, the namespaces, their tmpfs and their IPC objects go too. The
+zygote then clears the uid's user keyrings (the one thing a job could leave that is keyed by uid rather than by a
+namespace) before it forks the next job's init.
 
-The zygote's memory never holds a job or a result: the init (a fork) reads the job, and the result comes back in a
-memfd that the zygote passes on with sendfile. Every job starts as a copy of the zygote's memory, so none can find an
-earlier job's data in it. Frames on stdin/stdout are a 4-byte big-endian length and the bytes: parent -> header (JSON:
-limits), payload; zygote -> {"hello": pid} once, then per job {"exit", "timed_out", "size"} and ``size`` bytes.
+The zygote never reads a payload or a result: the init reads the job, the result comes back in a memfd that the
+zygote passes on with sendfile. Frames on stdin/stdout are a 4-byte big-endian length and the bytes: parent ->
+header (JSON: limits), payload; zygote -> {"hello": pid} once, then per job {"exit", "timed_out", "size"} and
+``size`` bytes. Spawner protocol (SOCK_SEQPACKET, init <-> zygote): {"spawn": request, "limits": {...}} with fds ->
+{"spawned": id} or {"error": text}; later {"exited": id, "code": c} (negative: killed by that signal).
 """
 
 import fcntl
@@ -35,6 +38,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from inside import (  # noqa: E402 - next to this file in /harness
@@ -51,6 +55,7 @@ from inside import (  # noqa: E402 - next to this file in /harness
     PR_SET_DUMPABLE,
     PR_SET_PDEATHSIG,
     drop_capabilities,
+    kill_the_rest,
     libc,
     mount,
     mount_proc,
@@ -63,71 +68,119 @@ from inside import (  # noqa: E402 - next to this file in /harness
 )
 
 MAX_HEADER = 1 << 16
+MESSAGE = 1 << 16
+JOB_NAMESPACES = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET  # the init's own, besides the pid one
 KEYCTL_GET_KEYRING_ID, KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_SETPERM, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT = 0, 1, 5, 7, 22
 USER_KEYRINGS = (-4, -5)  # KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING
 SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
-EXIT_BEFORE_PAYLOAD, EXIT_HANDLER_FAILED, EXIT_NO_JOB, EXIT_TIMEOUT = 10, 11, 12, 124
+EXIT_BEFORE_PAYLOAD, EXIT_HANDLER_FAILED, EXIT_NO_JOB, EXIT_CHILD_SETUP, EXIT_TIMEOUT = 10, 11, 12, 13, 124
 
 
-# ---- the job init's isolation ------------------------------------------------------------------------------------
+# ---- isolation ---------------------------------------------------------------------------------------------------
 
-def _fresh_filesystems(tmp_mb):
-    size = f"size={int(tmp_mb)}m".encode()
-    for target, mode in (("/tmp", b"1777"), ("/dev/shm", b"1777"), ("/workspace", b"0755")):
-        mount(b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, size + b",mode=" + mode)
-    mount_proc()
-
-
-def _loopback_up():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
-
-
-def set_limits(h):
-    """The job's own limits; they can only be lowered from the sandbox's (no capability can raise them)."""
+def set_limits(limits):
+    """A job's own limits; they can only be lowered from the sandbox's (no capability can raise them)."""
     mb = 1 << 20
-    for res, value in ((resource.RLIMIT_AS, h["memory_mb"] * mb), (resource.RLIMIT_FSIZE, h["file_size_mb"] * mb),
-                       (resource.RLIMIT_NOFILE, h["open_files"]), (resource.RLIMIT_CPU, h["cpu_s"]),
+    for res, value in ((resource.RLIMIT_AS, limits["memory_mb"] * mb),
+                       (resource.RLIMIT_FSIZE, limits["file_size_mb"] * mb),
+                       (resource.RLIMIT_NOFILE, limits["open_files"]), (resource.RLIMIT_CPU, limits["cpu_s"]),
                        (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(res, (value, value))
 
 
-def isolate(tmp_mb):
-    """In the job init, before anything of the job exists: its own mounts, network, IPC and keyring."""
-    unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
-    mount(b"none", "/", None, MS_REC | MS_PRIVATE)
-    _fresh_filesystems(tmp_mb)
-    _loopback_up()
-    if KEYCTL is not None:  # our own session keyring, not the zygote's
+def _fresh_session():
+    """Our own session keyring (not the zygote's), and a freshly seeded ``random`` as a new interpreter has."""
+    if KEYCTL is not None:
         libc.syscall(KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
-    os.chdir("/workspace")
-    if "random" in sys.modules:  # a fresh interpreter seeds itself; a fork must too
+    if "random" in sys.modules:
         sys.modules["random"].seed()
 
 
-# ---- one job -----------------------------------------------------------------------------------------------------
+def isolate(tmp_mb):
+    """In the job init, before anything of the job exists: its own mounts, /proc, network, IPC and keyring."""
+    unshare(JOB_NAMESPACES)
+    mount(b"none", "/", None, MS_REC | MS_PRIVATE)
+    size = f"size={int(tmp_mb)}m".encode()
+    for target, mode in (("/tmp", b"1777"), ("/dev/shm", b"1777"), ("/workspace", b"0755")):
+        mount(b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, size + b",mode=" + mode)
+    mount_proc()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # bring up the loopback
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
+    _fresh_session()
+    os.chdir("/workspace")
+
+
+def clear_user_keyrings():
+    """Keys a job linked into the uid's user, user-session or persistent keyring would outlive it: remove them."""
+    if KEYCTL is None:
+        return
+    rings = [libc.syscall(KEYCTL, KEYCTL_GET_KEYRING_ID, spec, 1) for spec in USER_KEYRINGS]
+    rings.append(libc.syscall(KEYCTL, KEYCTL_GET_PERSISTENT, -1, -2))  # links it into our process keyring
+    for ring in rings:
+        if ring > 0:
+            libc.syscall(KEYCTL, KEYCTL_SETPERM, ring, 0x3F3F0000)  # the owner may always: take back full access
+            libc.syscall(KEYCTL, KEYCTL_CLEAR, ring)
+
+
+# ---- the job init's side -----------------------------------------------------------------------------------------
+
+class Spawner:
+    """The handler's way to start processes in its job's namespaces (forked by the zygote, see the module doc)."""
+
+    def __init__(self, sock, limits):
+        self.sock, self.limits, self.exits = sock, limits, {}
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def spawn(self, request, fds):
+        """Start a child running ``child(request, fds)``; its id. The fds are the child's only open files."""
+        socket.send_fds(self.sock, [json.dumps({"spawn": request, "limits": self.limits}).encode()], list(fds))
+        while True:
+            message = self.receive(None)
+            if "spawned" in message:
+                return message["spawned"]
+            if "error" in message:
+                raise OSError(f"the zygote could not start a child: {message['error']}")
+
+    def receive(self, timeout):
+        """The next message from the zygote ({} after ``timeout``); exit notices also land in ``exits``."""
+        if not select.select([self.sock], [], [], timeout)[0]:
+            return {}
+        message = json.loads(self.sock.recv(MESSAGE) or b'{"gone": true}')
+        if "exited" in message:
+            self.exits[message["exited"]] = message["code"]
+        return message
+
 
 class Job:
-    """The pipes and the memfd between the zygote and a job's init."""
+    """The channels between the zygote and a job's init."""
 
     def __init__(self):
         self.result = os.memfd_create("result")
         self.done_r, self.done_w = os.pipe()  # init -> zygote: the result is complete
         self.start_r, self.start_w = os.pipe()  # init -> zygote: the job's wall-clock limit, once it has a job
+        self.spawns, self.init_spawns = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.init_pidfd = -1
+        self.namespaces = []  # fds of the init's mount, net, ipc and uts namespaces, sent by the init
 
 
-def _job_init(job, settings, handler, prepare):
-    """Pid 1 of the job's namespaces: isolate, prepare, drop every capability, take one job from stdin, run the
-    handler, leave nothing running."""
+def _job_init(job, settings, module):
+    """Pid 1 of the job's namespaces: isolate, drop every capability, take one job from stdin, run the handler,
+    leave nothing running, hand over the result."""
     consumed = False
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        os.close(job.done_r)
-        os.close(job.start_r)
+        for fd in (job.done_r, job.start_r, job.spawns.fileno()):
+            os.close(fd)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 1)  # only the zygote writes to the parent
         isolate(settings["tmp_mb"])
-        prepared = prepare() if prepare is not None else None
+        # our namespaces, for the zygote to put the children it forks for us into
+        names = [os.open(f"/proc/self/ns/{ns}", os.O_RDONLY) for ns in ("mnt", "net", "ipc", "uts")]
+        socket.send_fds(job.init_spawns, [b'{"namespaces": true}'], names)
+        for fd in names:
+            os.close(fd)
         drop_capabilities()
         prctl(PR_SET_DUMPABLE, 0)  # before the job is in memory
         try:
@@ -144,10 +197,10 @@ def _job_init(job, settings, handler, prepare):
             consumed = True
             return data
 
-        result = handler(read_payload, prepared)
+        result = module.handle(read_payload, Spawner(job.init_spawns, header))
         if not consumed:
             read_payload()
-        _kill_the_rest()
+        kill_the_rest()
         write_all(job.result, result[:header["max_result"]])
         write_all(job.done_w, b"\x00")
         code = 0
@@ -158,29 +211,31 @@ def _job_init(job, settings, handler, prepare):
     os._exit(code)
 
 
-def _kill_the_rest():
-    """As pid 1 of the job's pid namespace, kill(-1) reaches every other process of the job and nothing else."""
+# ---- the zygote's side ---------------------------------------------------------------------------------------------
+
+def _child(job, message, fds, module):
+    """A fresh fork of the zygote, already in the job's pid namespace: into its other namespaces, then the job's
+    limits, no capability, and ``child``. Nothing of the zygote's stays open."""
     try:
-        os.kill(-1, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    while True:
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
-
-
-def clear_user_keyrings():
-    """Keys a job linked into the uid's user, user-session or persistent keyring would outlive it: remove them."""
-    if KEYCTL is None:
-        return
-    rings = [libc.syscall(KEYCTL, KEYCTL_GET_KEYRING_ID, spec, 1) for spec in USER_KEYRINGS]
-    rings.append(libc.syscall(KEYCTL, KEYCTL_GET_PERSISTENT, -1, -2))  # links it into our process keyring
-    for ring in rings:
-        if ring > 0:
-            libc.syscall(KEYCTL, KEYCTL_SETPERM, ring, 0x3F3F0000)  # the owner may always: take back full access
-            libc.syscall(KEYCTL, KEYCTL_CLEAR, ring)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1):  # the zygote's pipes to the parent
+            os.dup2(null, fd)
+        for fd in (job.result, job.done_r, job.start_r, job.init_pidfd, job.spawns.fileno(), null):
+            os.close(fd)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        for fd in job.namespaces:
+            setns(fd, 0)
+            os.close(fd)
+        os.chdir("/workspace")
+        _fresh_session()
+        set_limits(message["limits"])
+        drop_capabilities()
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        os._exit(EXIT_CHILD_SETUP)
+    module.child(message["spawn"], fds)
+    os._exit(1)
 
 
 def _send_result(job):
@@ -194,43 +249,99 @@ def _send_result(job):
         offset += sent
 
 
-def run_one(settings, handler, prepare, own_pid_ns):
-    """Prepare a job init (isolated, waiting for its job on stdin), pass on its result, kill it at its wall-clock
-    limit, clean up after it. The result goes out as soon as the init has killed the rest of its job; the next init
-    is only forked once this one and its namespaces are gone and the keyrings are cleared. False when the parent
-    has closed the sandbox."""
-    job = Job()
+def _tell(sock, message):
     try:
-        # pid 1 of a new pid namespace, without a process in between: point our children's pid namespace back at
-        # our own (the previous job's unshare moved it), then at a new one
-        setns(own_pid_ns, CLONE_NEWPID)
-        unshare(CLONE_NEWPID)
+        sock.send(json.dumps(message).encode())
+    except OSError:  # the init is done with us
+        pass
+
+
+def run_one(settings, module, own_pid_ns):
+    """One job: fork its init (isolated, waiting for its job on stdin), serve its spawn requests, pass on its result,
+    kill it at its wall-clock limit, clean up after it. The next init is only forked once this one and its
+    namespaces are gone and the keyrings are cleared. False when the parent has closed the sandbox."""
+    job = Job()
+    children = {}  # pidfd -> pid of the children we forked for the job
+    try:
+        setns(own_pid_ns, CLONE_NEWPID)  # undo the previous job's unshare for our children, then a new one:
+        unshare(CLONE_NEWPID)  # the next fork is pid 1 of it, and the job's children follow it there
         pid = os.fork()
         if pid == 0:
-            _job_init(job, settings, handler, prepare)
-        os.close(job.done_w)
-        os.close(job.start_w)
-        wall = os.read(job.start_r, 8)  # blocks while the init waits for a job; empty if it exited (8 bytes: atomic)
-        done = timed_out = False
-        if wall:
-            if select.select([job.done_r], [], [], struct.unpack(">d", wall)[0])[0]:
-                done = os.read(job.done_r, 1) == b"\x00"  # empty: the init exited (or was killed) without one
-            else:
+            _job_init(job, settings, module)
+        for fd in (job.done_w, job.start_w, job.init_spawns.fileno()):
+            os.close(fd)
+        job.init_pidfd = os.pidfd_open(pid)
+        deadline = done = timed_out = None
+        serving = True  # the init may still ask for children
+        while True:
+            waiting = [job.init_pidfd, *children] + [job.spawns] * serving + [job.start_r] * (deadline is None) \
+                + [job.done_r] * (done is None)
+            left = None if deadline in (None, float("inf")) else max(deadline - time.monotonic(), 0)
+            ready = select.select(waiting, [], [], left)[0]
+            if not ready:
                 os.kill(pid, signal.SIGKILL)  # the init of a pid namespace: all of the job goes with it
-                timed_out = True
-        if done:
-            _send_result(job)
+                timed_out, deadline = True, float("inf")
+                continue
+            if job.start_r in ready:
+                wall = os.read(job.start_r, 8)  # (8 bytes: written atomically)
+                deadline = time.monotonic() + struct.unpack(">d", wall)[0] if wall else float("inf")
+            if job.done_r in ready:
+                done = os.read(job.done_r, 1) == b"\x00"  # empty: the init exited (or was killed) without one
+                if done:
+                    _send_result(job)
+            if job.spawns in ready:
+                serving = _serve_spawn(job, module, children)
+            for pidfd in [fd for fd in ready if fd in children]:
+                child = children.pop(pidfd)
+                code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+                os.close(pidfd)
+                _tell(job.spawns, {"exited": child, "code": code})
+            if job.init_pidfd in ready:  # gone, and (as pid 1 of its namespace) all of its job with it
+                break
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         code = EXIT_TIMEOUT if timed_out else (128 - code if code < 0 else code)
         clear_user_keyrings()
         if code == EXIT_NO_JOB:
             return False
         if not done:
-            write_frame(1, json.dumps({"exit": code, "timed_out": timed_out, "size": 0}).encode())
+            write_frame(1, json.dumps({"exit": code, "timed_out": bool(timed_out), "size": 0}).encode())
         return True
     finally:
-        for fd in (job.result, job.done_r, job.start_r):
+        for pidfd, child in children.items():
+            os.waitpid(child, 0)
+            os.close(pidfd)
+        for fd in (job.result, job.done_r, job.start_r, job.init_pidfd, *job.namespaces):
+            if fd >= 0:
+                os.close(fd)
+        job.spawns.close()
+
+
+def _serve_spawn(job, module, children):
+    """One request from the init. False once it has closed its end."""
+    try:
+        data, fds, _, _ = socket.recv_fds(job.spawns, MESSAGE, 8)
+    except OSError:  # reset: the init exited
+        data, fds = b"", []
+    if not data:
+        return False
+    message = json.loads(data)
+    if message.get("namespaces"):
+        job.namespaces = fds
+        return True
+    try:
+        if len(job.namespaces) != 4:
+            raise OSError("the job's namespaces are not known")
+        pid = os.fork()  # into the job's pid namespace (see run_one)
+        if pid == 0:
+            _child(job, message, fds, module)
+        children[os.pidfd_open(pid)] = pid
+        _tell(job.spawns, {"spawned": pid})
+    except Exception as e:
+        _tell(job.spawns, {"error": f"{type(e).__name__}: {e}"})
+    finally:
+        for fd in fds:
             os.close(fd)
+    return True
 
 
 def own_pid_namespace():
@@ -247,16 +358,14 @@ def own_pid_namespace():
 
 def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    module_name, _, function = sys.argv[1].partition(":")
+    module = importlib.import_module(sys.argv[1])
     settings = json.loads(sys.argv[2])
-    module = importlib.import_module(module_name)
-    handler, prepare = getattr(module, function), getattr(module, "prepare", None)
     own_pid_ns = own_pid_namespace()
-    # Every job is a fork: keep the collector away from what is loaded now, or each job's first full collection
-    # would touch (and so copy) every page of it.
+    # Every job and child is a fork: keep the collector away from what is loaded now, or each one's first full
+    # collection would touch (and so copy) every page of it.
     gc.freeze()
     write_frame(1, json.dumps({"hello": os.getpid()}).encode())
-    while run_one(settings, handler, prepare, own_pid_ns):
+    while run_one(settings, module, own_pid_ns):
         pass
 
 

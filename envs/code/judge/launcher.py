@@ -1,20 +1,19 @@
-"""The launcher: a process the judge forks *before* it reads its job, and which forks every candidate process.
+"""How the judge starts candidate processes, learns their exit codes and kills everything they started.
 
-A fork copies memory. Once the judge has read the job its memory holds the hidden tests; the launcher's never does,
-so what it forks (the candidate's worker, one process per stdin/stdout test) starts with nothing of the tests in it,
-without paying an interpreter start.
+The processes must start with nothing of the hidden tests in their memory, so they are never forks of the judge
+(which holds the job):
 
-Where the judge holds capabilities (a warm sandbox's job init, before it drops them), the launcher is pid 1 of a
-pid namespace of its own, with its own /proc, and drops them too. Candidate processes then see only the launcher and
-each other, cannot signal the launcher (the kernel drops signals to an init from inside its namespace), and
-``kill(-1)`` from the launcher reaches every process they started, setsid daemons included, and nothing else: that is
-how the judge leaves nothing running between tests. Without capabilities (the rlimit backend) the launcher is a
-subreaper and walks its tree in /proc instead, which the kernel does not promise to be exact while processes fork and
-exit, so it repeats until two scans a few milliseconds apart find nothing.
+* in a warm sandbox the zygote forks them straight into the job's namespaces (``ZygoteLauncher``): copies of a
+  process that never held a job. The judge is pid 1 of the job's pid namespace, so ``kill(-1)`` from it reaches every
+  process a candidate started, setsid daemons included, and nothing else: that is how nothing outlives a test.
+* otherwise (one sandbox per run) the judge forks a launcher *before* it reads the job, and the launcher forks them
+  (``ForkLauncher``). The launcher is a subreaper: what a candidate starts stays in its tree, which it walks in /proc
+  to kill; the kernel does not promise /proc to be exact while processes fork and exit (a child forked a moment
+  ago can be missing), so it repeats until two scans a few milliseconds apart find nothing.
 
-Protocol on a SOCK_SEQPACKET pair: judge -> ``{"mode": "function"|"stdio", ...}`` with file descriptors attached
+The ForkLauncher's protocol on a SOCK_SEQPACKET pair: judge -> ``{"spawn": request}`` with file descriptors attached
 (stdin or requests, stdout or replies, the output log, the source in a memfd), or ``{"kill_all": true}``;
-launcher -> ``{"pid": n}``, ``{"killed": true}``, and ``{"exit": n, "code": c}`` when a launched process ends.
+launcher -> ``{"spawned": n}``, ``{"killed": true}``, and ``{"exited": n, "code": c}`` when a child ends.
 """
 
 import ctypes
@@ -27,13 +26,12 @@ import socket
 import time
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
-CLONE_NEWPID = 0x20000000
 MESSAGE = 1 << 16
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class LauncherGone(Exception):
-    """The launcher died (only possible without its own pid namespace): no candidate process can be started."""
+    """No candidate process can be started any more (a ForkLauncher killed by the candidate)."""
 
 
 def prctl(option, value):
@@ -49,26 +47,59 @@ def memfd_with(name, data):
     return fd
 
 
-class Launcher:
-    """The judge's side: start candidate processes, learn their exit codes, kill everything they started."""
+class ZygoteLauncher:
+    """Warm: children forked by the zygote into our namespaces; we are pid 1 there."""
 
-    def __init__(self, isolate=False):
-        """``isolate``: we hold CAP_SYS_ADMIN (see the module docstring); the launcher gets its own namespaces."""
-        prctl(PR_SET_CHILD_SUBREAPER, 1)  # if a launcher without its own namespace dies, its orphans come to us
+    isolated = True
+
+    def __init__(self, spawner):
+        self.spawner, self.exits = spawner, spawner.exits
+
+    def fileno(self):
+        return self.spawner.fileno()
+
+    def launch(self, request, fds):
+        try:
+            return self.spawner.spawn(request, fds)
+        except OSError as e:
+            raise LauncherGone(str(e)) from None
+
+    def receive(self, timeout):
+        return self.spawner.receive(timeout)
+
+    def wait_exit(self, pid, timeout):
+        """The exit code of a child (negative: killed by that signal), or None if it is still running."""
+        deadline = time.monotonic() + timeout
+        while pid not in self.exits and time.monotonic() < deadline:
+            self.receive(max(deadline - time.monotonic(), 0))
+        return self.exits.pop(pid, None)
+
+    def kill_all(self):
+        """From pid 1: kill(-1) until nothing is left (inside.kill_the_rest)."""
+        import inside
+        inside.kill_the_rest()
+
+    def close(self):
+        self.kill_all()
+
+
+class ForkLauncher:
+    """One sandbox per run: a launcher process forked before the job is read."""
+
+    isolated = False
+
+    def __init__(self):
+        prctl(PR_SET_CHILD_SUBREAPER, 1)  # if the launcher dies, what it left comes to us
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        if isolate:
-            import inside
-            own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY)
-            inside.unshare(CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _launcher_main(theirs, isolate)
-        if isolate:
-            inside.setns(own_pid_ns, CLONE_NEWPID)  # our own later children stay in our namespace
-            os.close(own_pid_ns)
+            _launcher_main(theirs)
         theirs.close()
-        self.sock, self.pid, self.exits, self.alive, self.isolated = ours, pid, {}, True, isolate
+        self.sock, self.pid, self.exits, self.alive = ours, pid, {}, True
+
+    def fileno(self):
+        return self.sock.fileno()
 
     def _send(self, request, fds=()):
         try:
@@ -79,11 +110,11 @@ class Launcher:
 
     def launch(self, request, fds):
         """Start one candidate process; its pid."""
-        self._send(request, fds)
+        self._send({"spawn": request}, fds)
         while True:
             message = self.receive(None)
-            if "pid" in message:
-                return message["pid"]
+            if "spawned" in message:
+                return message["spawned"]
 
     def wait_exit(self, pid, timeout):
         """The exit code of a launched process (negative: killed by that signal), or None if still running or if
@@ -108,8 +139,8 @@ class Launcher:
             self.alive = False
             raise LauncherGone("the candidate's launcher is gone (killed by the candidate?)")
         message = json.loads(data)
-        if "exit" in message:
-            self.exits[message["exit"]] = message["code"]
+        if "exited" in message:
+            self.exits[message["exited"]] = message["code"]
         return message
 
     def kill_all(self):
@@ -133,8 +164,7 @@ class Launcher:
         except ProcessLookupError:
             pass
         os.waitpid(self.pid, 0)
-        if not self.isolated:
-            kill_tree(os.getpid(), keep={os.getpid()})
+        kill_tree(os.getpid(), keep={os.getpid()})
 
 
 def kill_tree(root, keep):
@@ -199,18 +229,11 @@ def _alive(pid):
 
 # ---- the launcher process ------------------------------------------------------------------------------------------
 
-def _launcher_main(sock, isolated):
+def _launcher_main(sock):
     code = 0
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if isolated:  # pid 1 of our own pid namespace: our own /proc, then no capability left
-            import inside
-            inside.unshare(inside.CLONE_NEWNS)
-            inside.mount(b"none", "/", None, inside.MS_REC | inside.MS_PRIVATE)
-            inside.mount_proc()
-            inside.drop_capabilities()
-        else:  # what candidates start stays in our tree
-            prctl(PR_SET_CHILD_SUBREAPER, 1)
+        prctl(PR_SET_CHILD_SUBREAPER, 1)  # what candidates start stays in our tree
         prctl(PR_SET_DUMPABLE, 0)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -226,7 +249,7 @@ def _launcher_main(sock, isolated):
         def report(pid, code):
             if pid in launched:
                 launched.discard(pid)
-                sock.send(json.dumps({"exit": pid, "code": code}).encode())
+                sock.send(json.dumps({"exited": pid, "code": code}).encode())
 
         while True:
             readable = select.select([sock, wake_r], [], [])[0]
@@ -240,35 +263,19 @@ def _launcher_main(sock, isolated):
                 break  # the judge is done
             request = json.loads(data)
             if request.get("kill_all"):
-                _kill_everything(isolated, report)
+                kill_tree(os.getpid(), keep={os.getpid()})
+                reap_children(report)
                 sock.send(b'{"killed": true}')
                 continue
             pid = os.fork()
             if pid == 0:
                 sock.close()
                 from .candidate import candidate_main
-                candidate_main(request, fds)
+                candidate_main(request["spawn"], fds)
             for fd in fds:
                 os.close(fd)
             launched.add(pid)
-            sock.send(json.dumps({"pid": pid}).encode())
+            sock.send(json.dumps({"spawned": pid}).encode())
     except BaseException:
         code = 1
     os._exit(code)
-
-
-def _kill_everything(isolated, report):
-    if not isolated:
-        kill_tree(os.getpid(), keep={os.getpid()})
-        reap_children(report)
-        return
-    try:  # from pid 1 of a pid namespace: exactly every other process in it
-        os.kill(-1, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    while True:  # every process of the namespace is our child or was handed to us: when none is left, all are gone
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
-        report(pid, os.waitstatus_to_exitcode(status))

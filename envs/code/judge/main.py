@@ -1,8 +1,8 @@
-"""The judge's entry points: ``prepare`` and ``handle`` for a warm sandbox's zygote (via warm.py), ``cold_main`` for
-one sandbox per run (``python -I -S /harness/judge/__main__.py``, the job on stdin, the verdict line on stdout).
+"""The judge's entry points: ``handle`` for a warm sandbox's zygote (via warm.py), ``cold_main`` for one sandbox per
+run (``python -I -S /harness/judge/__main__.py``, the job on stdin, the verdict line on stdout).
 
-Either way the judge forks the launcher before it reads the job, then reads the job (tests, expected values, a
-nonce), runs the tests and returns one verdict carrying the nonce; the parent decides pass/fail from it.
+Either way the judge reads the job (tests, expected values, a nonce), runs the tests with candidate processes that
+are not forks of itself (launcher.py) and returns one verdict carrying the nonce; the parent decides pass/fail.
 """
 
 import ctypes
@@ -12,7 +12,7 @@ import sys
 import time
 
 from .functions import run_function_tests
-from .launcher import Launcher
+from .launcher import ForkLauncher, ZygoteLauncher
 from .stdio import run_stdio_tests
 from .wire import describe
 
@@ -41,23 +41,10 @@ def judge(job, launcher):
     return verdict
 
 
-def prepare():
-    """Warm: in a job's init, with its capabilities, before any job exists: the launcher, in namespaces of its own."""
-    return Launcher(isolate=True)
-
-
-def handle(read_payload, launcher):
-    """Warm: in a job's init (no capabilities, non-dumpable), once per job."""
+def handle(read_payload, spawner):
+    """Warm: in a job's init (pid 1 of the job's namespaces, no capabilities, non-dumpable), once per job."""
     job = json.loads(read_payload())
-    return json.dumps(judge(job, launcher)).encode()
-
-
-def _can_isolate():
-    try:
-        import inside
-    except ImportError:
-        return False
-    return inside.has_capability(inside.CAP_SYS_ADMIN)
+    return json.dumps(judge(job, ZygoteLauncher(spawner))).encode()
 
 
 def _make_undumpable():
@@ -68,11 +55,8 @@ def _make_undumpable():
 
 
 def cold_main():
-    launcher = Launcher(isolate=_can_isolate())
-    if launcher.isolated:
-        import inside
-        inside.drop_capabilities()
     _make_undumpable()
+    launcher = ForkLauncher()  # before the job is read
     job = json.loads(sys.stdin.buffer.read(MAX_JOB))
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # nothing the candidate starts can read what we were sent
     line = (VERDICT_PREFIX + json.dumps(judge(job, launcher)) + "\n").encode()

@@ -29,7 +29,7 @@ def _feed_and_wait(launcher, pid, stdin_w, data, timeout):
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            readable, writable, _ = select.select([launcher.sock], [stdin_w] if stdin_w >= 0 else [], [], left)
+            readable, writable, _ = select.select([launcher], [stdin_w] if stdin_w >= 0 else [], [], left)
             if writable:
                 try:
                     pending = pending[os.write(stdin_w, pending[:1 << 16]):]
