@@ -220,22 +220,28 @@ def _child(job, message, fds, module):
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1):  # the zygote's pipes to the parent
             os.dup2(null, fd)
-        for fd in (job.result, job.done_r, job.start_r, job.init_pidfd, job.spawns.fileno(), null):
-            os.close(fd)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         for fd in job.namespaces:
             setns(fd, 0)
-            os.close(fd)
+        _close_all_but({0, 1, 2, *fds})
         os.chdir("/workspace")
         _fresh_session()
         set_limits(message["limits"])
         drop_capabilities()
+        module.child(message["spawn"], fds)
     except BaseException:
         import traceback
         traceback.print_exc()
-        os._exit(EXIT_CHILD_SETUP)
-    module.child(message["spawn"], fds)
-    os._exit(1)
+    finally:
+        os._exit(EXIT_CHILD_SETUP)  # never back into the zygote's code
+
+
+def _close_all_but(keep):
+    start = 0
+    for fd in sorted(keep) + [resource.getrlimit(resource.RLIMIT_NOFILE)[1]]:
+        if start < fd:  # (os.closerange(0, 0) closes everything: it passes close_range a last fd of -1)
+            os.closerange(start, fd)
+        start = fd + 1
 
 
 def _send_result(job):
