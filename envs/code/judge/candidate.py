@@ -105,13 +105,14 @@ def _raised(exc, originals, mutable, remote):
 # ---- the process itself -----------------------------------------------------------------------------------------
 
 def candidate_main(request, fds):
-    """In a fresh fork of the launcher: fds 0-2 as given, the rest closed, then the candidate's code. Never returns."""
+    """In a fresh fork of the zygote or the launcher (never of the judge): fds 0-2 as given, the rest closed, then
+    the candidate's code. Never returns."""
     from .launcher import prctl
     code = 1
     try:
         os.setsid()
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        prctl(PR_SET_DUMPABLE, 1)  # an ordinary process of its own (the launcher is not)
+        prctl(PR_SET_DUMPABLE, 1)  # an ordinary process of its own (a launcher is not)
         prctl(PR_SET_CHILD_SUBREAPER, 0)  # an ordinary process: its orphans are not its own
         source = _place_fds(request["mode"], fds)
         signal.set_wakeup_fd(-1)

@@ -50,8 +50,6 @@ def memfd_with(name, data):
 class ZygoteLauncher:
     """Warm: children forked by the zygote into our namespaces; we are pid 1 there."""
 
-    isolated = True
-
     def __init__(self, spawner):
         self.spawner, self.exits = spawner, spawner.exits
 
@@ -85,8 +83,6 @@ class ZygoteLauncher:
 
 class ForkLauncher:
     """One sandbox per run: a launcher process forked before the job is read."""
-
-    isolated = False
 
     def __init__(self):
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # if the launcher dies, what it left comes to us

@@ -175,7 +175,7 @@ def dump(values, originals=None, mutable_originals=(), remote=None, materialize=
 
 # ---- decoding (untrusted input: plain values only, every shape checked) ------------------------------------------
 
-def _atom_token(token, nodes, originals, remote):
+def _atom_token(token, originals, remote):
     tag = token[0] if token else None
     if tag == "i" and len(token) == 2 and type(token[1]) is str:
         return int(token[1], 16)
@@ -229,7 +229,7 @@ def load(message, originals=None, remote=None):
             raise ValueError("malformed value token")
         if len(token) == 2 and token[0] == "r" and type(token[1]) is int and 0 <= token[1] < len(nodes):
             return objs[token[1]]
-        return _atom_token(token, nodes, originals, remote)
+        return _atom_token(token, originals, remote)
 
     for i in _immutable_order(nodes):
         objs[i] = _build(nodes[i], resolve)
