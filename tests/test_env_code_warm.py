@@ -188,3 +188,30 @@ def test_a_setsid_daemon_does_not_outlive_its_test(envs, mode):
     res = verify(envs[mode], task, SETSID_DAEMON)
     assert [t["status"] for t in res.details["tests"]] == ["passed", "wrong_output"], res.details["tests"]
     assert no_leftovers(envs)
+
+
+def test_threads_share_an_env_and_a_sandbox_outlives_the_thread_that_started_it():
+    """verify() from several threads gets a sandbox each; one started by a thread that has since ended still
+    works (bwrap's --die-with-parent follows the *thread* that forked it: sandboxes are started from one that
+    lives as long as the process)."""
+    import threading
+
+    env = CodeEnv(backend="bwrap", test_timeout_s=2.0, wall_timeout_s=8.0)
+    results = []
+    right, wrong = "def solve(x):\n    return x + 1", "def solve(x):\n    return x"
+    try:
+        threads = [threading.Thread(target=lambda code=code: results.append((code, verify(env, ADD_ONE, code))))
+                   for code in (right, wrong, right)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted((code == right, r.passed) for code, r in results) == [(False, False), (True, True),
+                                                                           (True, True)]
+        started = sandboxes(env)
+        assert 1 <= len(started) <= 3
+        for _ in range(3):  # the threads are gone; their sandboxes are not
+            assert verify(env, ADD_ONE, right).passed
+        assert sandboxes(env) <= started
+    finally:
+        env.close()

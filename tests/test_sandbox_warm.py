@@ -83,3 +83,21 @@ def test_limits_beyond_the_sandbox_and_backends_without_a_warm_mode(pool):
     with pytest.raises(ValueError, match="memory_mb"):
         run(pool, Limits(memory_mb=4096), tag="big")
     assert WarmPool(get_backend("rlimit"), {"probe.py": MODULE}, "probe", Limits()).run(b"{}", JOB) is None
+
+
+def test_a_warm_sandbox_that_cannot_start_falls_back_to_one_sandbox_per_run(monkeypatch, caplog):
+    from envs.code import CodeEnv
+    from posttrain.environment import Trajectory
+    from posttrain.sandbox import bwrap
+
+    monkeypatch.setattr(bwrap, "WARM_CAPABILITIES", ("CAP_NO_SUCH_THING",))  # bwrap refuses to start
+    env = CodeEnv(backend="bwrap", test_timeout_s=2.0, wall_timeout_s=8.0)
+    task = env.task_set("humaneval")[0]
+    try:
+        with caplog.at_level("WARNING"):
+            res = env.verify(Trajectory(task, [*task["messages"], {"role": "assistant",
+                                                                  "content": task["reference_solution"]}]))
+        assert res.passed and not res.details["sandbox"].get("warm")
+        assert env.warm.unavailable and "warm sandboxes unavailable" in caplog.text
+    finally:
+        env.close()
