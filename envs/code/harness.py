@@ -98,7 +98,7 @@ def run_tests(backend: SandboxBackend, task: Task, program: str, *, test_timeout
     payload = json.dumps(job).encode()
     done = warm.run(payload, limits) if warm is not None else None
     if done is not None:
-        return _warm_verdict(task, done, nonce)
+        return _warm_verdict(task, done, nonce, backend.name)
     res = backend.run({}, [backend.python, "-I", "-S", f"{HARNESS}/judge/__main__.py"], stdin=payload,
                       limits=limits, readonly_files=judge_files())
     verdict = find_verdict(res.stdout, nonce)
@@ -108,8 +108,8 @@ def run_tests(backend: SandboxBackend, task: Task, program: str, *, test_timeout
     return _judge(task, verdict, info)
 
 
-def _warm_verdict(task: Task, done: JobResult, nonce: str) -> VerifyResult:
-    info = {"backend": "bwrap", "warm": True, "duration_s": round(done.duration_s, 4), "exit_code": done.exit_code,
+def _warm_verdict(task: Task, done: JobResult, nonce: str, backend: str) -> VerifyResult:
+    info = {"backend": backend, "warm": True, "duration_s": round(done.duration_s, 4), "exit_code": done.exit_code,
             "timed_out": done.timed_out}
     try:
         verdict = json.loads(done.output) if done.output is not None else None
