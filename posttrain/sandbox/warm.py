@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import queue
-import selectors
+import select
 import struct
 import subprocess
 import threading
@@ -229,33 +229,28 @@ class WarmSandbox:
 
     def _pump(self, pending: memoryview, deadline: float) -> memoryview:
         """One round of I/O: write what we can of ``pending``, read what is there; raise on EOF or the deadline."""
+        out, err, stdin = self._proc.stdout.fileno(), self._proc.stderr.fileno(), self._proc.stdin.fileno()
+        if pending:  # most messages fit the pipe: no need to wait for it
+            try:
+                pending = pending[os.write(stdin, pending[:1 << 16]):]
+            except BlockingIOError:
+                pass
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("deadline passed")
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._proc.stdout, selectors.EVENT_READ)
-            sel.register(self._proc.stderr, selectors.EVENT_READ)
-            if pending:
-                sel.register(self._proc.stdin, selectors.EVENT_WRITE)
-            for key, _ in sel.select(timeout=remaining):
-                fd = key.fileobj.fileno()
-                if key.fileobj is self._proc.stdin:
-                    try:
-                        pending = pending[os.write(fd, pending[:1 << 16]):]
-                    except BlockingIOError:
-                        pass
-                    continue
-                try:
-                    chunk = os.read(fd, 1 << 16)
-                except BlockingIOError:
-                    continue
-                if key.fileobj is self._proc.stderr:
-                    self._stderr += chunk
-                    del self._stderr[:-STDERR_TAIL]
-                elif not chunk:
-                    raise EOFError("the warm sandbox exited")
-                else:
-                    self._buf += chunk
+        readable, _, _ = select.select([out, err], [stdin] if pending else [], [], remaining)
+        for fd in readable:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if fd == err:
+                self._stderr += chunk
+                del self._stderr[:-STDERR_TAIL]
+            elif not chunk:
+                raise EOFError("the warm sandbox exited")
+            else:
+                self._buf += chunk
         return pending
 
 
