@@ -223,11 +223,13 @@ def _child(job, message, fds, module):
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         for fd in job.namespaces:
             setns(fd, 0)
-        _close_all_but({0, 1, 2, *fds})
+        _close_all_but({0, 1, 2, null, *fds})
         os.chdir("/workspace")
         _fresh_session()
         set_limits(message["limits"])
         drop_capabilities()
+        os.dup2(null, 2)  # nor the zygote's stderr: the child has its fds and /dev/null
+        os.close(null)
         module.child(message["spawn"], fds)
     except BaseException:
         import traceback
