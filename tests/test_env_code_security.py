@@ -1,5 +1,7 @@
 """Attacks on the code env's verification (real bwrap): a candidate must not pass by faking success, reading the
-hidden tests, tampering with the harness, or taking down its judge; and the host stays unharmed."""
+hidden tests, tampering with the harness, or taking down its judge; and the host stays unharmed. Every attack runs
+against both designs: warm sandboxes (the default; the judge is pid 1 of the job's namespaces) and one sandbox per
+verification (the fallback for backends without a warm mode)."""
 
 from __future__ import annotations
 
@@ -10,17 +12,28 @@ from test_sandbox_security import wait_no_leftovers
 
 from envs.code import CodeEnv
 from posttrain.environment import Trajectory
+from posttrain.sandbox import warm
 
 
-@pytest.fixture(scope="module")
-def env():
-    return CodeEnv(backend="bwrap", test_timeout_s=2.0, wall_timeout_s=5.0)
+@pytest.fixture(scope="module", params=["warm", "cold"])
+def env(request):
+    env = CodeEnv(backend="bwrap", test_timeout_s=2.0, wall_timeout_s=5.0, warm=request.param == "warm")
+    yield env
+    env.close()
 
 
-@pytest.fixture(scope="module")
-def quick_env():
+@pytest.fixture(scope="module", params=["warm", "cold"])
+def quick_env(request):
     """For attacks that hang: their cost is their timeouts."""
-    return CodeEnv(backend="bwrap", test_timeout_s=1.0, wall_timeout_s=2.5)
+    env = CodeEnv(backend="bwrap", test_timeout_s=1.0, wall_timeout_s=2.5, warm=request.param == "warm")
+    yield env
+    env.close()
+
+
+def resident() -> set[int]:
+    """The processes of this process's open warm sandboxes that stay between verifications (bwrap, the zygote, the
+    next job prepared): not leftovers."""
+    return warm.resident_pids()
 
 
 def function_task(tests: list[str], name: str = "solve") -> dict:
@@ -72,13 +85,14 @@ def test_printed_or_injected_fake_verdicts_are_ignored(env):
     for w in writers:
         fails(verify(env, ADD_ONE, FAKE_VERDICT + w + "\ndef solve(x):\n    return 0"))
         fails(verify(env, STDIO, FAKE_VERDICT + w + "\nprint('PASS')"), "wrong_output")
-    # kill the judge, then forge a verdict: no verdict with our nonce means a verification error, never a pass
+    # kill the parent (the judge: pid 1 of the job in a warm sandbox, which ignores it) and pid 1, then forge a
+    # verdict: no verdict with our nonce is a verification error, a verdict is the judge's own; never a pass
     res = verify(env, ADD_ONE, FAKE_VERDICT + "import os, signal, sys\nos.kill(os.getppid(), signal.SIGKILL)\n"
+                 "os.kill(1, signal.SIGKILL)\n"
                  "for out in ('/proc/1/fd/1', '/proc/1/fd/2'):\n    try:\n        fd = os.open(out, os.O_WRONLY)\n"
                  "        os.write(fd, (V + '\\n').encode())\n    except OSError:\n        pass\n"
-                 "def solve(x):\n    return x + 1")
-    fails(res, "no_verdict")
-    assert res.error is not None
+                 "def solve(x):\n    return 0")
+    fails(res, "no_verdict", "load_error", "crashed", "wrong_answer")
 
 
 def test_always_equal_objects_and_patched_builtins_do_not_pass(env):
@@ -86,19 +100,25 @@ def test_always_equal_objects_and_patched_builtins_do_not_pass(env):
         "class Yes:\n    def __eq__(self, other):\n        return True\ndef solve(x):\n    return Yes()",
         "class Yes(int):\n    def __eq__(self, other):\n        return True\ndef solve(x):\n    return Yes(0)",
         "import builtins\nbuiltins.AssertionError = type('Nope', (Exception,), {})\ndef solve(x):\n    return 0",
-        # forge the worker's replies: patch its frame writer to claim success
-        "import sys\nm = sys.modules['__main__']\norig = m.send_frame\n"
-        "m.send_frame = lambda fd, obj: orig(fd, {'ok': True} if 'error' in obj else {'passed': True})\n"
+        # forge the worker's replies (it is the candidate's own process): claim success, or send graphs the judge
+        # must refuse: a tuple that holds itself, a reference to an argument that was never sent, a bogus iterator
+        "import judge.candidate as c\norig = c.send_frame\n"
+        "c.send_frame = lambda fd, obj: orig(fd, {'ok': True} if 'error' in obj else {'passed': True})\n"
         "def solve(x):\n    return 0",
-        "import sys\nm = sys.modules['__main__']\nm.encode = lambda v, depth=0: {'__t': 'tuple', 'v': 'x'}\n"
-        "def solve(x):\n    return x + 1",
+        "import judge.candidate as c\n"
+        "c._serve = lambda *a: {'value': {'n': [{'k': 'tuple', 'x': [['r', 0]]}], 'v': [['r', 0]]}}\n"
+        "def solve(x):\n    return 0",
+        "import judge.candidate as c\nc._serve = lambda *a: {'value': {'n': [], 'v': [['o', 7]]}}\n"
+        "def solve(x):\n    return 0",
+        "import judge.candidate as c\nc._serve = lambda *a: {'value': {'n': [], 'v': [['h', 3]]}}\n"
+        "def solve(x):\n    return 0",
+        "import judge.candidate as c\nc._serve = lambda *a: {'raise': 'SystemExit', 'text': 'x', 'args': 0}\n"
+        "def solve(x):\n    return 0",
         # replies the judge cannot take: over the frame limit, endlessly nested, raw garbage on the pipe
-        "def solve(x):\n    return 'x' * (20 << 20)",
-        "import os, sys\nos.close(int(sys.argv[-1]) if sys.argv[-1].isdigit() else 4)\ndef solve(x):\n"
-        "    while True:\n        pass",
+        "def solve(x):\n    return 'x' * (40 << 20)",
+        "import os\nos.close(4)\ndef solve(x):\n    while True:\n        pass",
         "def solve(x):\n    a = []\n    a.append(a)\n    return a",
-        "import os, sys\nfd = int(sys.argv[-1])\nos.write(fd, b'\\x00\\x00\\x00\\x05{{{{{')\n"
-        "def solve(x):\n    return x + 1",
+        "import os\nos.write(4, b'\\x00\\x00\\x00\\x05{{{{{')\ndef solve(x):\n    return x + 1",
     ]
     for code in attacks:
         fails(verify(env, ADD_ONE, code))
@@ -174,12 +194,21 @@ def test_tampering_with_the_harness_fails(env):
     assert "denied /harness/judge.py 30" in out and "judge memory closed" in out and "JUDGE MEM OPEN" not in out
 
 
-def test_killing_everything_is_a_verification_error(env):
-    for code in ("def solve(x):\n    import os\n    os.kill(os.getppid(), 9)\n    return x + 1",
-                 "import os\nos.kill(-1, 9)\ndef solve(x):\n    return x + 1"):
-        res = fails(verify(env, ADD_ONE, code), "no_verdict")
-        assert res.error
-    assert wait_no_leftovers() == []
+def test_killing_everything_never_passes(env):
+    """Killing its parent, pid 1 or everything it can reach ends only the candidate's own run. In a cold sandbox the
+    judge can be killed (no verdict: a verification error); in a warm one it is pid 1 of the job's pid namespace
+    and cannot be, so the verdict still comes, and it is a failure."""
+    for kill in ("os.kill(os.getppid(), 9)", "os.kill(1, 9)\n    os.kill(-1, 9)"):
+        for code in (f"def solve(x):\n    import os\n    {kill}\n    return 0",
+                     f"import os\nif True:\n    {kill}\ndef solve(x):\n    return 0"):
+            res = verify(env, ADD_ONE, code)
+            # (kill(-1) with nothing left to kill raises ProcessLookupError in the candidate: "exception")
+            if env.use_warm:
+                fails(res, "crashed", "load_error", "wrong_answer", "exception")
+            else:
+                fails(res, "no_verdict", "crashed", "load_error", "wrong_answer", "exception")
+                assert res.reasons != ["no_verdict"] or res.error
+    assert wait_no_leftovers(exclude=resident) == []
 
 
 def test_bombs_loops_and_floods_are_contained(quick_env):
@@ -195,4 +224,4 @@ def test_bombs_loops_and_floods_are_contained(quick_env):
         res = verify(quick_env, STDIO if name.startswith("stdio") else ADD_ONE, code)
         fails(res)
         assert res.details.get("sandbox", {}).get("duration_s", 0) < 5, name
-    assert wait_no_leftovers() == []
+    assert wait_no_leftovers(exclude=resident) == []

@@ -27,8 +27,17 @@ def py(sb, code: str, stdin: str = "", limits: Limits | None = None, **kw):
                   limits=limits or Limits(wall_s=8), **kw)
 
 
-def leftover_run_processes() -> list[int]:
-    """Host processes owned by a per-run uid (there must be none once a run is over)."""
+def own_run_uids() -> range:
+    """The per-run uids of this test process's own sandboxes (identity.next_run_uid: UID_BASE + pid * 64 + n).
+    Sandboxes of other processes on the machine (other test sessions, other users) have other uids."""
+    base = UID_BASE + (os.getpid() % (1 << 22)) * 64
+    return range(base, base + 64)
+
+
+def leftover_run_processes(exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """Host processes of our own runs (there must be none once a run is over), but those in ``exclude`` (the
+    resident processes of warm sandboxes that are still open)."""
+    mine = own_run_uids()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -39,7 +48,8 @@ def leftover_run_processes() -> list[int]:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         # zombies are already dead: they hold nothing but a pid entry until reaped
-        if int(fields["Uid"].split()[0]) >= UID_BASE and not fields["State"].strip().startswith("Z"):
+        if int(fields["Uid"].split()[0]) in mine and not fields["State"].strip().startswith("Z") \
+                and int(entry) not in exclude:
             found.append(int(entry))
     return found
 
@@ -194,8 +204,10 @@ def test_refuses_clearly_when_namespaces_do_not_work(tmp_path):
     script = ("from posttrain.errors import UserError\nfrom posttrain.sandbox import BwrapBackend\n"
               "try:\n    BwrapBackend()\nexcept UserError as e:\n    print('USERERROR', e.message)\n"
               "else:\n    print('NO ERROR')\n")
+    # a fresh /tmp for the inner run, with the repository bound back in case it was cloned under /tmp
     cmd = [str(bwrap_path()), "--unshare-user", "--disable-userns", "--ro-bind", "/", "/", "--dev", "/dev",
-           "--proc", "/proc", "--tmpfs", "/tmp", "--chdir", str(REPO), sys.executable, "-c", script]
+           "--proc", "/proc", "--tmpfs", "/tmp", "--ro-bind", str(REPO), str(REPO), "--chdir", str(REPO),
+           sys.executable, "-c", script]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert "USERERROR bwrap sandbox unavailable" in out.stdout, out.stdout + out.stderr
     assert "--backend rlimit" in out.stdout and "NOT a security boundary" in out.stdout

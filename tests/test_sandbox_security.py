@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,11 @@ def sb():
     return get_backend("bwrap")
 
 
-def wait_no_leftovers(timeout: float = 3.0) -> list[int]:
+def wait_no_leftovers(timeout: float = 3.0, exclude: Callable[[], set[int]] = set) -> list[int]:
+    """Our runs' leftover processes once they have had ``timeout`` seconds to go; ``exclude()`` names the resident
+    processes of warm sandboxes that are still open (asked afresh each time: they change between jobs)."""
     end = time.monotonic() + timeout
-    while (left := leftover_run_processes()) and time.monotonic() < end:
+    while (left := leftover_run_processes(exclude())) and time.monotonic() < end:
         time.sleep(0.05)
     return left
 

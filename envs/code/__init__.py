@@ -13,11 +13,12 @@ from typing import Any
 
 from envs.code.extract import extract_code, function_program
 from envs.code.generator import generate_tasks
-from envs.code.harness import check_task, run_tests
+from envs.code.harness import check_task, run_tests, warm_pool
 from envs.code.humaneval import humaneval_tasks
 from posttrain.environment import Environment, Message, StepResult, Task, Trajectory, VerifyResult
 from posttrain.errors import UserError
 from posttrain.sandbox import SandboxBackend, get_backend
+from posttrain.sandbox.warm import WarmPool
 
 TASK_SET_LOADERS = {"humaneval": humaneval_tasks}
 
@@ -30,12 +31,16 @@ class CodeEnv(Environment):
     uses_sandbox = True  # `posttrain envs verify` checks the sandbox backend once before starting workers
 
     def __init__(self, backend: str | None = None, test_timeout_s: float = 3.0, wall_timeout_s: float = 30.0,
-                 memory_mb: int = 512) -> None:
+                 memory_mb: int = 512, warm: bool = True) -> None:
+        """``warm``: keep warm sandboxes between verifications where the backend has them (bwrap); False starts one
+        sandbox per verification (slower, same isolation)."""
         self.backend_name = backend
+        self.use_warm = warm
         self.test_timeout_s = test_timeout_s
         self.wall_timeout_s = wall_timeout_s
         self.memory_mb = memory_mb
         self._sandbox: SandboxBackend | None = None
+        self._warm: WarmPool | None = None
         self._task: Task | None = None
         self._done = False
 
@@ -44,6 +49,21 @@ class CodeEnv(Environment):
         if self._sandbox is None:
             self._sandbox = get_backend(self.backend_name)
         return self._sandbox
+
+    @property
+    def warm(self) -> WarmPool:
+        """This env's warm sandboxes (started on first use, one per concurrent verify call; see docs/sandbox.md)."""
+        if self._warm is None:
+            self._warm = warm_pool(self.sandbox, self.memory_mb)
+        return self._warm
+
+    def close(self) -> None:
+        if self._warm is not None:
+            self._warm.close()
+            self._warm = None
+
+    def __getstate__(self) -> dict[str, Any]:  # a copy in another process starts its own sandboxes
+        return {**self.__dict__, "_sandbox": None, "_warm": None}
 
     def reset(self, task: Task) -> tuple[list[Message], list[dict[str, Any]]]:
         check_task(task)
@@ -70,7 +90,7 @@ class CodeEnv(Environment):
         test_timeout = float(task.get("test_timeout_s", self.test_timeout_s))
         wall = min(self.wall_timeout_s, test_timeout * (n_tests + 1) + 1.0)
         return run_tests(self.sandbox, task, program, test_timeout_s=test_timeout, wall_s=wall,
-                         memory_mb=self.memory_mb)
+                         memory_mb=self.memory_mb, warm=self.warm if self.use_warm else None)
 
     def generate_tasks(self, n: int, seed: int) -> Iterator[Task]:
         return generate_tasks(n, seed)

@@ -1,20 +1,29 @@
-"""The parent's side of a code verification: send the job into the sandbox, accept only the judge's nonce-signed
-verdict, and decide pass/fail from its per-test results (never from an exit code)."""
+"""The parent's side of a code verification: send the job into the sandbox (a warm one when the backend has them),
+accept only the judge's nonce-carrying verdict, and decide pass/fail from its per-test results (never from an exit
+code)."""
 
 from __future__ import annotations
 
 import json
+import py_compile
 import secrets
+import sys
+import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from envs.code.sandboxed import VERDICT_PREFIX
 from posttrain.environment import Task, VerifyResult
 from posttrain.errors import UserError
 from posttrain.sandbox import HARNESS, Limits, RunResult, SandboxBackend
+from posttrain.sandbox.warm import JobResult, WarmPool
 
-JUDGE_SOURCE = (Path(__file__).parent / "sandboxed.py").read_text()
+JUDGE_DIR = Path(__file__).parent / "judge"
+WARM_MODULE = "judge.warm"
+VERDICT_PREFIX = "POSTTRAIN-VERDICT "
 KINDS = ("function", "stdio")
+JOB_PROCESSES = 8  # the judge, its launcher, the worker and a few processes of the candidate's own
+MAX_VERDICT = 8 << 20
 
 
 def check_task(task: Any) -> None:
@@ -54,25 +63,67 @@ def find_verdict(stdout: str, nonce: str) -> dict[str, Any] | None:
     return found[0] if len(found) == 1 else None
 
 
+@cache
+def judge_files() -> dict[str, str | bytes]:
+    """The judge package as it lies under {harness}/judge/ in the sandbox (read-only), with its bytecode: nothing
+    can be cached in a read-only harness, and compiling the judge would cost every cold run ~10 ms. An interpreter
+    of another version inside the sandbox ignores the bytecode (other cache tag) and compiles the sources."""
+    files: dict[str, str | bytes] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in sorted(JUDGE_DIR.glob("*.py")):
+            files[f"judge/{path.name}"] = path.read_text()
+            pyc = Path(tmp) / path.name
+            py_compile.compile(str(path), cfile=str(pyc), dfile=f"judge/{path.name}", doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            files[f"judge/__pycache__/{path.stem}.{sys.implementation.cache_tag}.pyc"] = pyc.read_bytes()
+    return files
+
+
+def warm_pool(backend: SandboxBackend, memory_mb: int) -> WarmPool:
+    """Warm sandboxes holding the judge, for one code env (its jobs all use ``memory_mb``)."""
+    return WarmPool(backend, judge_files(), WARM_MODULE,
+                    Limits(memory_mb=memory_mb, max_processes=JOB_PROCESSES, stdout_bytes=MAX_VERDICT))
+
+
 def run_tests(backend: SandboxBackend, task: Task, program: str, *, test_timeout_s: float, wall_s: float,
-              memory_mb: int) -> VerifyResult:
-    """Run ``program`` against the task's hidden tests in the sandbox."""
+              memory_mb: int, warm: WarmPool | None = None) -> VerifyResult:
+    """Run ``program`` against the task's hidden tests in the sandbox: in ``warm``'s sandboxes when it has them."""
     nonce = secrets.token_hex(16)
     job = {"nonce": nonce, "kind": task["kind"], "source": program, "entry_point": task.get("entry_point", ""),
            "prompt": task.get("prompt", ""), "test_setup": task.get("test_setup", ""), "tests": task["tests"],
            "test_timeout_s": test_timeout_s, "budget_s": wall_s - min(1.0, 0.2 * wall_s)}
-    # judge + worker + a few processes of the candidate's own; total memory stays under max_processes x memory_mb
-    limits = Limits(wall_s=wall_s, cpu_s=int(wall_s) + 1, memory_mb=memory_mb, max_processes=8,
-                    stdout_bytes=8 << 20)
-    res = backend.run({}, [backend.python, "-I", "-S", f"{HARNESS}/judge.py", "judge"], stdin=json.dumps(job),
-                      limits=limits, readonly_files={"judge.py": JUDGE_SOURCE})
+    # the processes of one run together stay under max_processes x memory_mb
+    limits = Limits(wall_s=wall_s, cpu_s=int(wall_s) + 1, memory_mb=memory_mb, max_processes=JOB_PROCESSES,
+                    stdout_bytes=MAX_VERDICT)
+    payload = json.dumps(job).encode()
+    done = warm.run(payload, limits) if warm is not None else None
+    if done is not None:
+        return _warm_verdict(task, done, nonce, backend.name)
+    res = backend.run({}, [backend.python, "-I", "-S", f"{HARNESS}/judge/__main__.py"], stdin=payload,
+                      limits=limits, readonly_files=judge_files())
     verdict = find_verdict(res.stdout, nonce)
+    info = _sandbox_info(res)
     if verdict is None:
         return _no_verdict(res)
-    if "harness_error" in verdict:
-        return VerifyResult.failure(f"the test harness failed on this task: {verdict['harness_error']}",
-                                    reason="harness_error")
-    return _judge(task, verdict, res)
+    return _judge(task, verdict, info)
+
+
+def _warm_verdict(task: Task, done: JobResult, nonce: str, backend: str) -> VerifyResult:
+    info = {"backend": backend, "warm": True, "duration_s": round(done.duration_s, 4), "exit_code": done.exit_code,
+            "timed_out": done.timed_out}
+    try:
+        verdict = json.loads(done.output) if done.output is not None else None
+    except ValueError:
+        verdict = None
+    if not isinstance(verdict, dict) or not secrets.compare_digest(str(verdict.get("nonce", "")), nonce):
+        if done.timed_out:
+            msg, reason = f"the sandbox hit its wall-clock limit ({done.duration_s:.1f}s) before a verdict", "timeout"
+        else:
+            msg, reason = f"no verdict from the test harness: {'; '.join(done.notes)[-300:]}", "no_verdict"
+        result = VerifyResult.failure(msg, reason=reason)
+        result.details["sandbox"] = info
+        return result
+    return _judge(task, verdict, info)
 
 
 def _sandbox_info(res: RunResult) -> dict[str, Any]:
@@ -91,7 +142,10 @@ def _no_verdict(res: RunResult) -> VerifyResult:
     return result
 
 
-def _judge(task: Task, verdict: dict[str, Any], res: RunResult) -> VerifyResult:
+def _judge(task: Task, verdict: dict[str, Any], sandbox_info: dict[str, Any]) -> VerifyResult:
+    if "harness_error" in verdict:
+        return VerifyResult.failure(f"the test harness failed on this task: {verdict['harness_error']}",
+                                    reason="harness_error")
     tests = verdict.get("tests")
     expected = [t["name"] for t in task["tests"]]
     if not isinstance(tests, list) or [t.get("name") if isinstance(t, dict) else None for t in tests] != expected:
@@ -102,5 +156,5 @@ def _judge(task: Task, verdict: dict[str, Any], res: RunResult) -> VerifyResult:
     reasons = ["passed"] if passed else sorted({str(t.get("status")) for t in tests} - {"passed"})
     details = {"n_tests": len(expected), "n_passed": n_passed, "tests": tests,
                "load_error": verdict.get("load_error"), "candidate_output": verdict.get("candidate_output", ""),
-               "sandbox": _sandbox_info(res)}
+               "sandbox": sandbox_info}
     return VerifyResult(passed=passed, score=n_passed / len(expected), reasons=reasons, details=details)

@@ -8,6 +8,7 @@
 
 Backends: ``bwrap`` (namespaces; the default and the only security boundary here) and ``rlimit`` (resource limits only,
 never chosen implicitly). Remote backends register themselves with :func:`register_backend` (docs/sandbox.md).
+Many short jobs: ``posttrain.sandbox.warm.WarmPool`` runs each in fresh namespaces inside a long-lived sandbox.
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@ import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from posttrain.sandbox.warm import WarmSandbox
 
 # Placeholders a command may contain; each backend replaces them with the real paths of the run.
 WORKSPACE = "{workspace}"  # private, writable, the working directory and $HOME of the program
@@ -83,6 +86,14 @@ class SandboxBackend(ABC):
     ) -> RunResult:
         """Run ``cmd`` in a fresh sandbox holding ``files`` (writable, under {workspace}) and ``readonly_files``
         (under {harness}); paths are relative. ``{workspace}``/``{harness}`` in ``cmd`` are replaced by real paths."""
+
+    def start_warm(self, readonly_files: Files, module: str, limits: Limits) -> WarmSandbox | None:
+        """A long-lived sandbox whose zygote imports ``module`` (from ``readonly_files``) once and runs each job in
+        fresh, isolated processes (posttrain/sandbox/zygote.py: ``module.handle`` for the job, ``module.child`` for
+        the processes it asks for). ``limits`` bound every job (memory, file size, open files, tmpfs size) and the
+        processes of one job. None: this backend has no warm mode; callers then use ``run()``. Raises
+        ``WarmUnavailable`` when it has one that does not work here."""
+        return None
 
 
 def check_relative_path(path: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import json
 import logging
 import os
 import posixpath
@@ -31,12 +32,17 @@ from posttrain.sandbox.identity import (
     world_accessible,
 )
 from posttrain.sandbox.process import run_process
+from posttrain.sandbox.warm import INSIDE_FILES, JOB_PROCESSES, WarmSandbox, WarmUnavailable
 
 log = logging.getLogger(__name__)
 
 WORKSPACE_DIR = "/workspace"
 HARNESS_DIR = "/harness"
+HARNESS_TMPFS_BYTES = 64 << 20
 BWRAP_OWN_PROCESSES = 2  # bwrap's outer process and its pid-1 reaper count against RLIMIT_NPROC too
+# A warm sandbox's zygote keeps these inside the sandbox's user namespace, to give each job its own mounts and
+# network namespace; every job drops all of them before its own code runs (zygote.py).
+WARM_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_NET_ADMIN", "CAP_SETPCAP")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives")
 SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 UNAVAILABLE_HELP = (
@@ -140,10 +146,14 @@ class BwrapBackend(SandboxBackend):
 
     # -- one run -----------------------------------------------------------------------------------------------------
 
-    def _argv(self, limits: Limits, file_fds: list[tuple[int, str]], ro_fds: list[tuple[int, str]]) -> list[str]:
+    def _argv(self, limits: Limits, file_fds: list[tuple[int, str]], ro_fds: list[tuple[int, str]],
+              keep_caps: Sequence[str] = ()) -> list[str]:
         tmp = str(limits.tmp_mb << 20)
         a = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-             "--cap-drop", "ALL", "--hostname", "sandbox", "--clearenv",
+             "--cap-drop", "ALL"]
+        for cap in keep_caps:
+            a += ["--cap-add", cap]
+        a += ["--hostname", "sandbox", "--clearenv",
              "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", WORKSPACE_DIR,
              "--setenv", "LANG", "C.UTF-8", "--setenv", "TMPDIR", "/tmp", "--setenv", "PYTHONDONTWRITEBYTECODE", "1"]
         if not self._drop:
@@ -163,10 +173,37 @@ class BwrapBackend(SandboxBackend):
               "--tmpfs", "/tmp", "--size", tmp, "--tmpfs", WORKSPACE_DIR]
         for fd, rel in file_fds:
             a += ["--file", str(fd), posixpath.join(WORKSPACE_DIR, rel)]
+        # the read-only files: one small tmpfs made read-only (one mount, not one per file: a warm sandbox's jobs
+        # each copy the mount table)
+        a += ["--size", str(HARNESS_TMPFS_BYTES), "--tmpfs", HARNESS_DIR]
+        dirs = sorted({posixpath.dirname(rel) for _, rel in ro_fds} - {""})
+        for d in dirs:
+            a += ["--dir", posixpath.join(HARNESS_DIR, d)]
         for fd, rel in ro_fds:
-            a += ["--ro-bind-data", str(fd), posixpath.join(HARNESS_DIR, rel)]
-        a += ["--dir", HARNESS_DIR, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORKSPACE_DIR]
+            a += ["--perms", "0444", "--file", str(fd), posixpath.join(HARNESS_DIR, rel)]
+        a += ["--remount-ro", HARNESS_DIR, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORKSPACE_DIR]
         return a
+
+    def start_warm(self, readonly_files: Files, module: str, limits: Limits) -> WarmSandbox:
+        """A warm sandbox: the same bwrap setup as run(), with a zygote that forks every job into fresh namespaces."""
+        opened: list[int] = []
+        try:
+            ro_fds = []
+            for rel, data in {**readonly_files, **INSIDE_FILES}.items():
+                opened.append(_memfd("r", as_bytes(data)))
+                ro_fds.append((opened[-1], check_relative_path(rel)))
+            argv = self._argv(limits, [], ro_fds, keep_caps=WARM_CAPABILITIES)
+            argv += ["--", self.python, "-I", "-S", posixpath.join(HARNESS_DIR, "zygote.py"), module,
+                     json.dumps({"tmp_mb": limits.tmp_mb})]
+            uid = next_run_uid() if self._drop else None
+            outer = dataclasses.replace(limits, max_processes=limits.max_processes + BWRAP_OWN_PROCESSES
+                                        + JOB_PROCESSES)
+            return WarmSandbox(argv, limits=outer, env={"PATH": "/usr/bin:/bin"}, user=uid, pass_fds=opened)
+        except OSError as e:
+            raise WarmUnavailable(f"bwrap could not be started: {e}") from None
+        finally:
+            for fd in opened:
+                os.close(fd)
 
     def run(
         self,

@@ -23,10 +23,12 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _child_setup(limits: Limits, nproc: bool) -> None:
-    """Runs in the child after fork (and after the uid change), before exec."""
+def child_setup(limits: Limits, nproc: bool, cpu: bool = True) -> None:
+    """Runs in the child after fork (and after the uid change), before exec. ``cpu=False`` leaves CPU time unlimited
+    (a warm sandbox's long-lived zygote; its jobs set their own limit)."""
     mb = 1 << 20
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
+    if cpu:
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
@@ -38,7 +40,7 @@ def _child_setup(limits: Limits, nproc: bool) -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -65,7 +67,7 @@ def run_process(
         list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd,
         pass_fds=tuple(pass_fds), start_new_session=True, close_fds=True,
         user=user, group=user, extra_groups=[] if user is not None else None,
-        preexec_fn=lambda: _child_setup(limits, nproc_limit),
+        preexec_fn=lambda: child_setup(limits, nproc_limit),
     )
     caps = {proc.stdout: limits.stdout_bytes, proc.stderr: limits.stderr_bytes}
     chunks: dict[object, list[bytes]] = {proc.stdout: [], proc.stderr: []}
@@ -90,7 +92,7 @@ def run_process(
             if not leftovers_killed and proc.poll() is not None:
                 # The program is gone; processes it left behind may still hold the pipes open.
                 leftovers_killed = True
-                _kill_group(proc.pid)
+                kill_group(proc.pid)
                 if extra_kill is not None:
                     extra_kill()
             remaining = deadline - time.monotonic()
@@ -126,15 +128,15 @@ def run_process(
     finally:
         sel.close()
         if timed_out or truncated:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
         try:
             proc.wait(timeout=max(deadline - time.monotonic(), 0.05))
         except subprocess.TimeoutExpired:
             timed_out = True
             notes.append(f"wall-clock limit of {limits.wall_s:g}s reached; process tree killed")
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             proc.wait()
-        _kill_group(proc.pid)  # leftovers the program started in its group
+        kill_group(proc.pid)  # leftovers the program started in its group
         if extra_kill is not None:
             extra_kill()
         for stream in (proc.stdin, proc.stdout, proc.stderr):
