@@ -8,12 +8,15 @@ from typing import Any
 from pydantic import Field
 
 from posttrain.config import Schema
+from posttrain.tasks.ray_verify import RayVerifiers
 
 
 class VerifySettings(Schema):
-    workers: int = Field(2, ge=1, description="verifier processes per environment")
+    workers: int = Field(2, ge=1, description="verifier processes (or Ray actors) per environment")
     timeout_s: float = Field(60.0, gt=0, description="per trajectory; a slower one is a failure, never a pass")
     max_in_flight: int | None = Field(None, ge=1, description="trajectories pulled ahead of the results (memory)")
+    ray: RayVerifiers | None = Field(None, description="run the verifiers as Ray actors with these resources (CPU "
+                                     "nodes of a cluster) instead of processes of this machine")
 
 
 class Verifiers(dict):
@@ -26,13 +29,16 @@ class Verifiers(dict):
     @classmethod
     def start(cls, settings: VerifySettings, envs: Iterable[str],
               env_kwargs: Mapping[str, dict[str, Any]] | None = None) -> Verifiers:
+        from posttrain.tasks.ray_verify import RayVerifyPool
         from posttrain.verify_pool import VerifyPool
 
         verifiers = cls()
         try:
             for env in sorted(set(envs)):
-                verifiers[env] = VerifyPool(env, workers=settings.workers, max_in_flight=settings.max_in_flight,
-                                            timeout_s=settings.timeout_s, env_kwargs=(env_kwargs or {}).get(env))
+                common = {"workers": settings.workers, "max_in_flight": settings.max_in_flight,
+                          "timeout_s": settings.timeout_s, "env_kwargs": (env_kwargs or {}).get(env)}
+                verifiers[env] = RayVerifyPool(env, **common, placement=settings.ray) if settings.ray is not None \
+                    else VerifyPool(env, **common)
         except BaseException:
             verifiers.close()
             raise
