@@ -154,7 +154,7 @@ def run_calibrate(cfg: CalibrateConfig, source: str = "config", progress: Progre
     engine holding ``cfg.model``'s weights (they end up holding the output model's); by default a pool is started
     from ``cfg.rollout`` and shut down at the end."""
     report = as_progress(progress, NAME)
-    out = Path(cfg.output_dir)
+    out = STAGE.open(cfg, source)  # the output folder may be written; trackers and engines exist
     started = time.perf_counter()
 
     # 1. Inputs, and the split: eval rows never reach training or fitting.

@@ -120,7 +120,7 @@ def run_merge(cfg: MergeConfig, source: str = "config", progress: Progress | Non
     report = as_progress(progress, NAME)
     say = report.say
     started = time.monotonic()
-    out = Path(cfg.output_dir).expanduser()
+    out = STAGE.open(cfg, source)  # the output folder is not an input nor (unless overwrite) something else
 
     # 1. Inputs must all fit the base.
     base = resolve_model(cfg.base, key=f"{source}: base")

@@ -52,7 +52,7 @@ def run_midtrain(cfg: MidtrainStageConfig, source: str = "config", progress: Pro
     from posttrain.training.callbacks import training_callbacks
 
     report = as_progress(progress, NAME)
-    out = cfg.output_dir
+    out = STAGE.open(cfg, source)  # the output folder may be written; trackers are installed
     config = cfg.model_dump(mode="json")
 
     # 1. Inputs: the model and the built text dataset. Same config + inputs as a finished run: nothing to do.

@@ -56,7 +56,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
     """
     cfg = config if isinstance(config, LogicTrackConfig) else validate(LogicTrackConfig, config, source)
     report = as_progress(progress, NAME)
-    out = Path(cfg.output_dir)
+    out = STAGE.open(cfg, source)  # the output folder may be written; trackers and engines exist
     settings = cfg.model_dump(mode="json")
 
     # 1. Inputs. Same config and inputs as a finished run: done.
@@ -230,4 +230,4 @@ def track_metrics(result: Any, history: list[dict[str, Any]], steps: int, n_task
 
 STAGE = Stage(NAME, LogicTrackConfig, run_logic_track,
               "Verifiable-reward RL on math, code and tool-calling tasks: GRPO or RLOO through the rollout workers.",
-              model_dir=output_folder)
+              model_dir=output_folder, manifest_stage=STAGE_ID)

@@ -69,7 +69,7 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: Progress | None
     from posttrain.training.callbacks import training_callbacks
 
     report = as_progress(progress, NAME)
-    out = cfg.output_dir
+    out = STAGE.open(cfg, source)  # the output folder may be written; trackers are installed
     config = cfg.model_dump(mode="json")
 
     # 1. Inputs: the model and the preference pairs. Same config + inputs as last time: nothing to do.

@@ -49,7 +49,7 @@ def run_sft(cfg: SFTStageConfig, source: str = "config", progress: Progress | No
     from posttrain.training.callbacks import training_callbacks
 
     report = as_progress(progress, NAME)
-    out = cfg.output_dir
+    out = STAGE.open(cfg, source)  # the output folder may be written; trackers are installed
     config = cfg.model_dump(mode="json")
 
     # 1. Inputs: the model (folder or known name) and the built chat dataset. Same config + inputs as last time: done.
