@@ -25,7 +25,7 @@ from typing import Any
 
 from posttrain.config import validate
 from posttrain.errors import UserError
-from posttrain.manifest import METRICS_FILE, finished_run, model_sha256, start_fresh
+from posttrain.manifest import METRICS_FILE, finished_run, model_sha256
 from posttrain.models.loading import load_tokenizer, resolve_model
 from posttrain.report import Progress, as_progress
 from posttrain.report.tables import print_finished
@@ -33,7 +33,7 @@ from posttrain.rl.config import LogicTrackConfig
 from posttrain.stages.contract import Stage, StageResult, output_folder
 from posttrain.tasks import TaskRow, Verifiers, load_tasks
 from posttrain.training.arguments import trainer_arguments
-from posttrain.training.checkpoints import fit
+from posttrain.training.checkpoints import RunIdentity, fit, resume_point
 from posttrain.training.model import load_model, save_model
 from posttrain.training.outputs import write_outputs
 
@@ -72,7 +72,8 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
         return StageResult.read(out, model_dir=out)
     envs = check_tasks(rows, heldout_rows, cfg)
     params = cfg.sampling.per_bucket({r.bucket for r in rows + heldout_rows})
-    start_fresh(out)
+    run = RunIdentity(STAGE_ID, settings, inputs)
+    resume_point(out, run, cfg.resume)  # checkpoints of another run: refused before any worker starts
 
     # Imported only now, so that a bad config or task row fails before TRL, vLLM and Ray load (seconds each).
     from posttrain.rl.heldout import HeldOutEval, evaluate_rows
@@ -116,7 +117,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
             heldout.attach(trainer)
 
         # 4. Train, resuming from the newest checkpoint.
-        trained, _ = fit(trainer, out, cfg.resume)
+        trained, _ = fit(trainer, out, cfg.resume, run)
 
     # 5. Outputs: the model, metrics.jsonl, the manifest, a summary.
     outputs = save_model(trainer, out, tokenizer, None, stored_dtype)
@@ -220,7 +221,8 @@ def track_metrics(result: Any, history: list[dict[str, Any]], steps: int, n_task
         "train_reward_first": train_rows[0]["reward"] if train_rows else None,
         "train_reward_last": train_rows[-1]["reward"] if train_rows else None,
         "train_reward_mean": (sum(r["reward"] for r in train_rows) / len(train_rows)) if train_rows else None,
-        "duration_s": round(float(result.metrics.get("train_runtime", 0.0)), 3),
+        "duration_s": round(float(result.metrics.get("run_seconds", result.metrics.get("train_runtime", 0.0))), 3),
+        "sessions": result.metrics.get("sessions", 1),
         "heldout": evals,
     }
     if evals:

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from posttrain.config import Schema
 from posttrain.errors import UserError
-from posttrain.manifest import finished_run, start_fresh
+from posttrain.manifest import finished_run
 from posttrain.models.loading import load_tokenizer, resolve_model
 from posttrain.preference.data import resolve_data, split_held_out
 from posttrain.preference.scorers import reward_scores
@@ -35,7 +35,7 @@ from posttrain.stages.contract import (
     trainer_inputs,
 )
 from posttrain.training.arguments import trainer_arguments
-from posttrain.training.checkpoints import fit
+from posttrain.training.checkpoints import RunIdentity, fit, resume_point
 from posttrain.training.data import built_dataset, training_inputs
 from posttrain.training.model import save_model, stored_dtype
 from posttrain.training.outputs import training_metrics, write_outputs
@@ -80,7 +80,8 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: Progress | None
     if finished_run(out, NAME, config, inputs):
         report.event("done", f"{out} already holds this reward model; nothing to do")
         return StageResult.read(out, model_dir=out)
-    start_fresh(out)
+    run = RunIdentity(NAME, config, inputs)
+    resume_point(out, run, cfg.resume)  # checkpoints of another run: refused now, before any work
 
     # 2. Pairs: tokenized as the trainer would (chat template over prompt + answer); too-long pairs counted, left out.
     tokenizer = load_tokenizer(model_dir)
@@ -106,7 +107,7 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: Progress | None
     measured = train_rows[:cfg.train.accuracy_pairs]  # a forward pass per answer: bounded for large datasets
     before = {"train": pairwise_accuracy(trainer.model, tokenizer, measured),
               "eval": pairwise_accuracy(trainer.model, tokenizer, eval_rows)}
-    trained, eval_metrics = fit(trainer, out, cfg.resume)
+    trained, eval_metrics = fit(trainer, out, cfg.resume, run)
     after = {"train": pairwise_accuracy(trainer.model, tokenizer, measured),
              "eval": pairwise_accuracy(trainer.model, tokenizer, eval_rows)}
 
