@@ -60,7 +60,10 @@ def claim_output_dir(stage: str, out: Path) -> None:
         return
     mark = out / MARK
     if not mark.is_file() or mark.read_text(encoding="utf-8", errors="replace").strip() != stage:
-        mark.write_text(stage + "\n", encoding="utf-8")
+        from posttrain.atomic import staged_file
+
+        with staged_file(mark) as f:  # whole or absent: the processes of a distributed run all claim the folder
+            f.write(stage + "\n")
 
 
 def output_stage(folder: Path) -> str | None:
@@ -83,7 +86,7 @@ def output_stage(folder: Path) -> str | None:
 
 def _held_instead(folder: Path, stage: str) -> str | None:
     """None when ``folder`` may hold ``stage``'s output (empty, ours, or only folders of ours), else what it holds."""
-    entries = [p for p in folder.iterdir() if p.name != MARK]
+    entries = [p for p in folder.iterdir() if p.name != MARK and not p.name.startswith(f".{MARK}.")]  # or its temp
     if not entries:
         return None  # empty, or marked by a run that stopped before it wrote anything
     found = output_stage(folder)
