@@ -113,7 +113,8 @@ def incomplete(checkpoint: Path) -> str | None:
     from safetensors import SafetensorError, safe_open
 
     weights = sorted(checkpoint.glob("*.safetensors"))
-    if not weights and not list(checkpoint.glob("*.bin")):
+    sharded = any(p.is_dir() for p in checkpoint.iterdir())  # DeepSpeed/FSDP shard folders: not checked here
+    if not weights and not list(checkpoint.glob("*.bin")) and not sharded:
         return "no weight files"
     for path in weights:
         try:
