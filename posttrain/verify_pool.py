@@ -9,14 +9,18 @@ Each worker process builds its own environment with ``make_env(env, **env_kwargs
 time. Items are pulled from the input only while fewer than ``max_in_flight`` are pulled and not yet yielded
 (backpressure: a generator of a million trajectories is never materialised). A worker that crashes or exceeds the
 timeout is killed (its sandboxes die with it) and replaced; its item gets an error ``VerifyResult`` - never a pass.
-Used by rejection sampling, RL rewards, evaluation and calibration.
+Workers also die with the process that started them, even when it is killed by SIGKILL and no cleanup runs (see
+:func:`_die_with_parent`). Used by rejection sampling, RL rewards, evaluation and calibration.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import signal
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,6 +32,8 @@ from posttrain.environment import Trajectory, VerifyResult, load_env_class, make
 from posttrain.errors import UserError
 
 MAX_START_FAILURES = 3
+PARENT_CHECK_S = 0.5  # how often a worker looks whether the process that started it is still there
+_PR_SET_PDEATHSIG = 1
 
 
 def trajectory_from_row(row: Any, where: str) -> Trajectory:
@@ -57,7 +63,35 @@ def trajectory_from_row(row: Any, where: str) -> Trajectory:
     raise UserError(f"{where}: expected key 'messages' (the whole conversation) or 'completion' (the answer)")
 
 
-def _worker_main(conn: Connection, env_name: str, env_kwargs: dict[str, Any], worker_env: dict[str, str]) -> None:
+def _die_with_parent(parent: int, from_main_thread: bool) -> None:
+    """End this worker when the process that started it ends, however it ends (a SIGKILLed CLI runs no cleanup, and
+    a worker busy verifying never sees its pipe close).
+
+    The kernel's parent-death signal (Linux ``PR_SET_PDEATHSIG``) kills the worker at once, even when it is stuck in C
+    code, but it fires when the parent *thread* that started it exits, so it is only asked for when the pool started
+    the worker from the main thread (workers replaced from another thread, e.g. rejection sampling's finisher, must
+    outlive that thread). A watchdog thread covers every case (and other systems) within ``PARENT_CHECK_S``: once
+    the parent is gone, the worker is re-parented and ``getppid`` changes.
+    """
+    if from_main_thread and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)  # its sandboxes get their own parent-death signal
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _worker_main(conn: Connection, env_name: str, env_kwargs: dict[str, Any], worker_env: dict[str, str],
+                 parent: int, from_main_thread: bool) -> None:
+    _die_with_parent(parent, from_main_thread)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ.update(worker_env)
     try:
@@ -123,8 +157,9 @@ class VerifyPool:
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_worker_main, args=(child, self.env, self.env_kwargs, self.worker_env),
-                                    daemon=True, name=f"verify-{self.env}")
+        process = self._ctx.Process(target=_worker_main, name=f"verify-{self.env}", daemon=True,
+                                    args=(child, self.env, self.env_kwargs, self.worker_env, os.getpid(),
+                                          threading.current_thread() is threading.main_thread()))
         process.start()
         child.close()
         return _Worker(process, parent)

@@ -103,6 +103,11 @@ def test_references_and_explicit_inputs(tiny_model_dir, tmp_path) -> None:
     (["rl.ray_task={num_cpus: 1}"], r": rl: ray_task: the RL tracks already run as Ray tasks"),
     (["rl.logic.train.num_generations=1"], r": rl: logic: train\.num_generations: input should be greater"),
     (["merge.method=average"], r": merge: method: input should be 'linear', 'task_arithmetic' or 'ties'"),
+    # What validation cannot see, checked by each stage's pre-flight while planning (nothing has run yet).
+    (["rl.logic.rollout={engine: hf, engine_kwargs: {num_thread: 1}}"],
+     r": rl: logic: rollout\.engine_kwargs\.num_thread: not an argument of the hf engine"),
+    (["eval.output_dir=data_recipes"], r": eval: output_dir data_recipes: holds files that are not a posttrain output"),
+    (["sft.output_dir=configs/pipeline_tiny.yaml"], r": sft: output_dir configs/pipeline_tiny\.yaml: is a file"),
 ])
 def test_bad_configs_name_the_file_stage_and_key(overrides, message, tiny_model_dir, tmp_path) -> None:
     with pytest.raises(UserError, match=message):

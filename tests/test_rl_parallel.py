@@ -67,10 +67,23 @@ def test_failing_track_keeps_the_other_and_rerun_finishes_only_the_failed_one(ti
 
 def test_cli_dry_run_and_bad_track(tiny_model_dir: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "rl.yaml"
-    cfg.write_text(f"model: {tiny_model_dir}\noutput_dir: {tmp_path / 'o'}\nchat: {{}}\n")
+    cfg.write_text(f"model: {tiny_model_dir}\noutput_dir: {tmp_path / 'o'}\n"
+                   f"chat: {{offline: {{data: {PREFS}}}, win_rate: {{prompts: 0}}, rollout: {{engine: hf}}}}\n")
     cmd = [sys.executable, "-m", "posttrain.cli", "rl", "--config", str(cfg)]
     dry = subprocess.run([*cmd, "--track", "chat", "--dry-run"], capture_output=True, text=True)
     assert dry.returncode == 0 and "tracks:" in dry.stdout and "- chat" in dry.stdout
+    assert not (tmp_path / "o").exists()  # a dry run writes nothing
+    # The dry run validates the track sections (they stay plain mappings in the rl schema) and their pre-flight.
+    empty = subprocess.run([*cmd, "--track", "chat", "--dry-run", "chat={}"], capture_output=True, text=True)
+    assert empty.returncode == 2 and "chat" in empty.stderr and "nothing to train" in empty.stderr
+    assert "Traceback" not in empty.stderr
+    typo = subprocess.run([*cmd, "--track", "chat", "--dry-run", "chat.rollout.engine_kwargs.num_thread=2"],
+                          capture_output=True, text=True)
+    said = " ".join(typo.stderr.split())  # rich wraps long lines
+    assert typo.returncode == 2 and "chat: rollout.engine_kwargs.num_thread: not an argument of the hf engine" in said
+    assert "did you mean num_threads" in said and "Traceback" not in said
+    logic = subprocess.run([*cmd, "--track", "both", "--dry-run"], capture_output=True, text=True)
+    assert logic.returncode == 2 and "logic" in logic.stderr and "tasks" in logic.stderr  # the section is missing
     bad = subprocess.run([*cmd, "--track", "both", "resources.chat.num_cpus=-1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "resources.chat.num_cpus" in bad.stderr and "Traceback" not in bad.stderr
     wrong = subprocess.run([*cmd, "--track", "logc"], capture_output=True, text=True)

@@ -6,7 +6,11 @@ Crashes and hangs come from a small environment written to a file here (the pool
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +48,8 @@ class PoolProbeEnv(Environment):
             time.sleep(60)
         if action == "raise":
             raise ValueError("verifier bug")
+        if trajectory.task.get("started_file"):  # tells a test that this item is being verified now
+            open(trajectory.task["started_file"], "w").close()
         time.sleep(trajectory.task.get("sleep", 0))
         ok = trajectory.final_answer == trajectory.task["answer"]
         return VerifyResult(passed=ok, score=float(ok), reasons=["ok" if ok else "wrong"],
@@ -160,3 +166,62 @@ def test_bad_env_names_and_constructor_failures_are_user_errors(probe_env):
     with VerifyPool(probe_env, workers=1, env_kwargs={"bogus": 1}) as pool:
         with pytest.raises(UserError, match="could not start in a verification worker: TypeError"):
             pool.verify_all([probe("a", "a")])
+
+
+HOLDER = """
+import sys
+from posttrain.environment import Trajectory
+from posttrain.verify_pool import VerifyPool
+
+if __name__ == "__main__":
+    env, started, threaded = sys.argv[1], sys.argv[2], sys.argv[3] == "thread"
+    item = Trajectory({"id": "a", "answer": "a", "sleep": 120, "started_file": started},
+                      [{"role": "assistant", "content": "a"}])
+
+    def hold():
+        pool = VerifyPool(env, workers=1, timeout_s=600)
+        print(pool._workers[0].process.pid, flush=True)
+        pool.verify_all([item])  # the worker sleeps in verify until its parent is gone
+
+    if threaded:  # a pool started from another thread than the main one (the finisher thread of rs does this)
+        import threading
+        t = threading.Thread(target=hold)
+        t.start()
+        t.join()
+    else:
+        hold()
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")  # a zombie waiting for a reaper is dead
+
+
+@pytest.mark.parametrize("started_from", ["main", "thread"])
+def test_workers_die_with_a_sigkilled_parent(probe_env, tmp_path, started_from):
+    """A CLI killed by SIGKILL (no cleanup runs) must not leave its verification workers running on."""
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    started = tmp_path / "started"
+    holder = subprocess.Popen([sys.executable, str(script), probe_env, str(started), started_from],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(holder.stdout.readline())
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert time.monotonic() < deadline and holder.poll() is None, "the item never reached the worker"
+            time.sleep(0.1)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        deadline = time.monotonic() + 10
+        while not _gone(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(worker), "the verification worker outlived its killed parent"
+    finally:
+        holder.kill()
+        if "worker" in locals() and not _gone(worker):
+            os.kill(worker, signal.SIGKILL)

@@ -31,14 +31,18 @@ DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Print the resolved confi
 
 
 def run_stage(stage: Any, config: Path | None, overrides: list[str] | None, dry_run: bool) -> Any:
-    """Resolve the config (file + overrides), print it on --dry-run, else run the stage and show its result.
-    A stage that failed (not the user's input) exits 1 after saying why."""
+    """Resolve the config (file + overrides) and check it (``Stage.check``: output folder, trackers, engines), print
+    it on --dry-run, else run the stage and show its result. A stage that failed (not the user's input) exits 1
+    after saying why."""
     cfg = load_config(stage.schema, config, overrides or [])
+    source = str(config) if config is not None else "config"
     if dry_run:
+        stage.check(cfg, source)  # what validation cannot see: the output folder, trackers, rollout engines
         results.print(Syntax(dump_config(cfg), "yaml", background_color="default"))
         return None
+    stage.open(cfg, source)  # the same checks, before anything is written (built-in stages repeat them; harmless)
     try:
-        done = stage.run(cfg, str(config) if config is not None else "config")
+        done = stage.run(cfg, source)
     except StageFailed as e:
         console_err.print(f"[red]{escape(str(e))}[/]")
         raise typer.Exit(1) from None

@@ -11,10 +11,10 @@ import os
 import shutil
 from pathlib import Path
 
-from posttrain.manifest import MANIFEST, METRICS_FILE
+from posttrain.manifest import MANIFEST, METRICS_FILE, STAGE_MARK
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
-NOT_MODEL_FILES = (MANIFEST, METRICS_FILE)  # a stage's own records, not part of the model
+NOT_MODEL_FILES = (MANIFEST, METRICS_FILE, STAGE_MARK)  # a stage's own records, not part of the model
 
 
 def place_model(src: Path, out: Path, *, move: bool = False) -> str:
@@ -44,10 +44,13 @@ def place_model(src: Path, out: Path, *, move: bool = False) -> str:
 
 
 def replace_with_model(src: Path, dst: Path) -> str:
-    """``dst`` becomes a folder of ``src``'s model files, built beside it and swapped in whole."""
+    """``dst`` becomes a folder of ``src``'s model files, built beside it and swapped in whole (``dst``'s stage mark
+    stays: the folder is still that stage's output)."""
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     how = place_model(src, tmp)
+    if (dst / STAGE_MARK).is_file():
+        shutil.copy2(dst / STAGE_MARK, tmp / STAGE_MARK)
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
     return how

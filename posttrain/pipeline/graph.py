@@ -11,8 +11,8 @@ name, earlier outputs); it is validated by the stage's schema and names what it 
 stage passes its input through (``skip``). Any string value of a section may also name an output as ``@name``
 (``@sft``, ``@rl.chat``, ``@data.tasks``, ``@base``, ...).
 
-Every enabled stage's config is validated here, before the first stage starts: a typo in the eval section fails in
-a second, not after an hour of training.
+Every enabled stage's config is validated and checked (``Stage.check``: its output folder, trackers, rollout engines)
+here, before the first stage starts: a typo in the eval section fails in a second, not after an hour of training.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def plan(cfg: PipelineConfig, source: str) -> Plan:
             own.setdefault("output_dir", str(w.run_dir / stage.name))
             stage.wire(own, w)  # type: ignore[misc]
             step.config = validate(stage.schema, own, where)
+            stage.check(step.config, where)  # its output folder, trackers, rollout engines (rl: both tracks)
             stage.record(step.config, w)
             w._enabled.add(stage.name)
         else:

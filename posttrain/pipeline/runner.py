@@ -210,7 +210,9 @@ def _execute_in_ray_task(stage: PlannedStage, source: str) -> dict[str, Any]:
 def run_stage(stage: Any, cfg: Any, source: str) -> None:
     """Run one stage as its own command would, and show what the command shows. A finished stage that is not ok
     (calibration's guard kept the input model) lets later stages go on with its output."""
-    done = stage.run(cfg, f"{source}: {stage.name}", Progress(stage.name))
+    where = f"{source}: {stage.name}"
+    stage.open(cfg, where)  # checked again now that the stages before it ran, and marked as this stage's folder
+    done = stage.run(cfg, where, Progress(stage.name))
     if stage.show is not None:
         stage.show(done)
     if not done.ok:

@@ -18,7 +18,7 @@ from posttrain.models.loading import load_tokenizer
 from posttrain.preference.training import PairTrainSettings, log_series, summarize
 from posttrain.report import Progress
 from posttrain.training.arguments import trainer_arguments
-from posttrain.training.checkpoints import fit
+from posttrain.training.checkpoints import RunIdentity, fit
 from posttrain.training.model import load_model, peft_config, save_model
 from posttrain.training.outputs import training_metrics
 from posttrain.training.settings import LoraSettings
@@ -94,7 +94,8 @@ def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]]
                          peft_config=peft_config(lora), callbacks=training_callbacks(train, out, progress, round_))
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts (fit removes it too, but after this evaluate)
     before = trainer.evaluate() if eval_pairs else {}
-    result, after = fit(trainer, out, resume)
+    result, after = fit(trainer, out, resume, dpo_identity(policy_dir, reference_dir, pairs, eval_pairs, train,
+                                                           lora))
     merged = lora.model_copy(update={"merge": True}) if lora is not None else None
     outputs = save_model(trainer, out, tokenizer, merged, torch.float32)
     history = trainer.state.log_history
@@ -107,3 +108,19 @@ def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]]
         eval_accuracy_before=before.get(f"eval_{ACCURACY}"), eval_accuracy_after=after.get(f"eval_{ACCURACY}"),
     )
     return metrics, outputs, history
+
+
+def dpo_identity(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]], eval_pairs: list[dict[str, Any]],
+                 train: DPOTrain, lora: LoraSettings | None = None) -> RunIdentity:
+    """What a DPO run's checkpoints must match to be resumed: its settings, the policy and reference it starts from
+    (by folder: the Chat track checks what they hold) and the content of its pairs."""
+    import hashlib
+    import json
+
+    def digest(rows: list[dict[str, Any]]) -> str:
+        return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+
+    return RunIdentity("dpo", {"train": train.model_dump(mode="json"),
+                               "lora": lora.model_dump(mode="json") if lora is not None else None},
+                       {"policy": str(Path(policy_dir).resolve()), "reference": str(Path(reference_dir).resolve()),
+                        "pairs": digest(pairs), "eval_pairs": digest(eval_pairs)})

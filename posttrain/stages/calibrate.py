@@ -154,7 +154,7 @@ def run_calibrate(cfg: CalibrateConfig, source: str = "config", progress: Progre
     engine holding ``cfg.model``'s weights (they end up holding the output model's); by default a pool is started
     from ``cfg.rollout`` and shut down at the end."""
     report = as_progress(progress, NAME)
-    out = Path(cfg.output_dir)
+    out = STAGE.open(cfg, source)  # the output folder may be written; trackers and engines exist
     started = time.perf_counter()
 
     # 1. Inputs, and the split: eval rows never reach training or fitting.
@@ -166,7 +166,6 @@ def run_calibrate(cfg: CalibrateConfig, source: str = "config", progress: Progre
     if finished_run(out, NAME, cfg.model_dump(mode="json"), inputs):
         report.say(f"{out} already holds this run (same config and inputs); nothing to do")
         return _result(out)
-    start_fresh(out)
     eval_rows, fit_rows = split_rows(rows, cfg.eval_fraction, cfg.seed)
     report.say(f"{len(rows)} task rows: {len(eval_rows)} held out for the report, {len(fit_rows)} for {cfg.method}")
 
@@ -175,6 +174,7 @@ def run_calibrate(cfg: CalibrateConfig, source: str = "config", progress: Progre
     tokens = yes_no_tokens(tokenizer, cfg.elicitation.yes_words, cfg.elicitation.no_words, key="elicitation")
     with Workers(cfg, model_dir, generator, {r.env for r in rows}, report) as workers:
         reader = Reader(*load_model(model_dir), tokenizer=tokenizer, tokens=tokens)
+        start_fresh(out)  # only now, with every input checked and the workers up: a late error keeps a finished run
 
         # 3. Before: the input model's answers on the eval split, graded, with their confidences.
         before = workers.answers(eval_rows, cfg.sampling.eval, "eval split, before")

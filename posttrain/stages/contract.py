@@ -12,9 +12,12 @@ and ``posttrain/stages/__init__.py`` lists it once in the ordered registry. From
 command (``--config``, ``KEY=VALUE`` overrides, ``--dry-run``) and the pipeline wires, fingerprints, skips, resumes,
 runs and summarises the stage; a stage without ``wire`` is a command only (``sample``, ``rl-chat``, ``rl-logic``).
 
-Every stage writes into ``cfg.output_dir`` (with its ``manifest.json``), finds a finished run of the same config and
-inputs with :func:`posttrain.manifest.finished_run` (re-running is a no-op), resumes a killed run from its own
-checkpoints or shards, and reports through a :class:`posttrain.report.Progress`.
+Every stage starts with ``STAGE.open(cfg, source)`` (:mod:`posttrain.stages.preflight`: the output folder may be
+written, the trackers and rollout engines it asks for exist; the folder is marked as the stage's), writes into
+``cfg.output_dir`` (with its ``manifest.json``), finds a finished run of the same config and inputs with
+:func:`posttrain.manifest.finished_run` (re-running is a no-op), resumes a killed run from its own checkpoints or
+shards, and reports through a :class:`posttrain.report.Progress`. The CLI and the pipeline call ``check`` on
+``--dry-run`` and when planning, and ``open`` before ``run`` (so a plugin stage gets the same checks).
 """
 
 from __future__ import annotations
@@ -100,7 +103,9 @@ class Stage:
     replaces ``produces`` when the stage is disabled. ``summary(cfg)`` reads its outputs into the pipeline's row
     ``{"gains": [{metric, before, after}], "details": {...}}``; ``show(result)`` prints what its command shows at the
     end; ``work_folders(cfg)`` are cleared when a run of another config left them; ``extra_inputs(cfg)`` are inputs
-    the config does not name as paths (a recipe's sources); ``flags`` are extra command-line flags of its command.
+    the config does not name as paths (a recipe's sources); ``flags`` are extra command-line flags of its command;
+    ``preflight(cfg, source)`` adds the stage's own up-front checks to :meth:`check`; ``manifest_stage`` is the
+    ``stage`` its manifests record, when not its name.
     """
 
     name: str
@@ -121,6 +126,34 @@ class Stage:
     command: bool = True  # a `posttrain <name>` command (the pipeline's data stage is `posttrain data build`)
     nested: dict[str, str] = field(default_factory=dict)  # sections that are other stages' configs (rl: chat, logic)
     no_ray_task: str = ""  # why the pipeline may not run it as a Ray task (it starts its own), if so
+    preflight: Callable[[Any, str], None] | None = None
+    manifest_stage: str = ""
+
+    @property
+    def stage_id(self) -> str:
+        """What its manifests (and its output folder's mark) call it."""
+        return self.manifest_stage or self.name
+
+    def check(self, cfg: Any, source: str = "config") -> None:
+        """What the config cannot say about itself, checked before anything is written or removed: the output folder
+        (see :func:`posttrain.stages.preflight.check_output_dir`), the trackers and rollout engines it asks for, and
+        the stage's own ``preflight``. Writes nothing (``--dry-run`` and the pipeline's plan call it)."""
+        from posttrain.stages.preflight import check_environment, check_output_dir
+
+        check_output_dir(self.stage_id, cfg, source)
+        check_environment(cfg, source)
+        if self.preflight is not None:
+            self.preflight(cfg, source)
+
+    def open(self, cfg: Any, source: str = "config") -> Path:
+        """:meth:`check`, then mark ``output_dir`` as this stage's (before the first write); -> the folder. Every
+        stage's ``run`` starts with it; calling it again is harmless."""
+        from posttrain.stages.preflight import claim_output_dir
+
+        self.check(cfg, source)
+        out = Path(cfg.output_dir).expanduser()
+        claim_output_dir(self.stage_id, out)
+        return out
 
     @property
     def in_pipeline(self) -> bool:

@@ -33,6 +33,7 @@ def run_data(cfg: DataStageConfig, source: str = "config", progress: Progress | 
     from posttrain.data import build_dataset
 
     report = as_progress(progress, NAME)
+    STAGE.open(cfg, source)  # a folder of data builds (each build checks its own folder again)
     for dataset, spec in cfg.datasets.items():
         report.say(f"building {dataset} from {spec.recipe}")
         build_dataset(spec.recipe, Path(cfg.output_dir) / dataset, spec.overrides, spec.seed, log=report.say)

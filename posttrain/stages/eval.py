@@ -88,7 +88,7 @@ def run_eval(cfg: EvalConfig, source: str = "config", progress: Progress | None 
     instead of opening ``chat.scorer`` (anything with ``score(prompts, responses)``)."""
     report = as_progress(progress, NAME)
     say = report.say
-    out = Path(cfg.output_dir)
+    out = STAGE.open(cfg, source)  # the output folder may be written; the rollout engine takes its kwargs
     config = cfg.model_dump(mode="json")
 
     # 1. Inputs, all checked before any worker starts: models, task sets with per-bucket sampling, chat prompts.

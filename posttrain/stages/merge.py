@@ -27,7 +27,14 @@ from pydantic_core import PydanticCustomError
 
 from posttrain.config import Schema
 from posttrain.errors import UserError
-from posttrain.manifest import TRACKED_PACKAGES, finished_run, library_versions, model_sha256, write_manifest
+from posttrain.manifest import (
+    STAGE_MARK,
+    TRACKED_PACKAGES,
+    finished_run,
+    library_versions,
+    model_sha256,
+    write_manifest,
+)
 from posttrain.merging.distances import l2_distances
 from posttrain.merging.inputs import (
     TOKENIZER_FILES,
@@ -120,7 +127,7 @@ def run_merge(cfg: MergeConfig, source: str = "config", progress: Progress | Non
     report = as_progress(progress, NAME)
     say = report.say
     started = time.monotonic()
-    out = Path(cfg.output_dir).expanduser()
+    out = STAGE.open(cfg, source)  # the output folder is not an input nor (unless overwrite) something else
 
     # 1. Inputs must all fit the base.
     base = resolve_model(cfg.base, key=f"{source}: base")
@@ -137,7 +144,7 @@ def run_merge(cfg: MergeConfig, source: str = "config", progress: Progress | Non
     if finished_run(out, NAME, cfg.model_dump(mode="json"), hashes, ignore=("overwrite",)):
         say(f"{out} already holds this merge (same config and input hashes); nothing to do")
         return StageResult.read(out, model_dir=out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
+    if out.exists() and (not out.is_dir() or any(p.name != STAGE_MARK for p in out.iterdir())) and not cfg.overwrite:
         raise UserError(f"output_dir: {out} exists and holds something else; choose another folder or set "
                         "overwrite=true")
 

@@ -72,6 +72,14 @@ def track_config(config: RLConfig, track: str, source: str) -> Any:
     return validate(TRACKS[track].schema, section, f"{source}: {track}")
 
 
+def check_tracks(config: RLConfig, source: str = "config") -> None:
+    """The pre-flight of ``rl``: every configured track's section is a valid config of its stage and passes that
+    stage's own checks (its output folder, trackers, rollout engines), so ``--dry-run`` and the pipeline's plan
+    refuse a bad ``chat``/``logic`` section, not a Ray task an hour in."""
+    for track in config.tracks:
+        TRACKS[track].check(track_config(config, track, source), f"{source}: {track}")
+
+
 def run(config: RLConfig, source: str = "config", progress: Any = None) -> StageResult:
     """Train the configured tracks (at once on Ray, or one after the other); the run's manifest says how each went.
     Raises TrackFailed (after writing the manifest) when a track failed."""
@@ -80,9 +88,8 @@ def run(config: RLConfig, source: str = "config", progress: Any = None) -> Stage
     from posttrain.rollout.workers import start_ray
 
     # 1. Every track's config is checked before anything starts: a typo must not surface an hour in.
+    out = STAGE.open(config, source)  # with check_tracks: each track's section and its own pre-flight
     configs = {track: track_config(config, track, source) for track in config.tracks}
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
     # 2. Ray and one task per track, each with its own resources.
     if config.ray_address or os.environ.get("RAY_ADDRESS"):
@@ -323,6 +330,6 @@ STAGE = Stage(NAME, RLConfig, run,
               "resources.",
               wire=wire_rl, produces=rl_products, pass_through=rl_skipped, summary=rl_summary,
               flags=(Flag("--track", "chat, logic, or both (at once, as separate Ray tasks).", "both", _tracks_flag),),
-              nested={track: s.name for track, s in TRACKS.items()},
+              nested={track: s.name for track, s in TRACKS.items()}, preflight=check_tracks,
               no_ray_task="the RL tracks already run as Ray tasks with their own resources; set rl.resources.chat / "
                           "rl.resources.logic instead")

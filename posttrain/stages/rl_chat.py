@@ -149,7 +149,7 @@ def run_chat_track(config: ChatTrackConfig, source: str = "config", progress: Pr
     """Run (or resume) the whole track; its final model is ``output_dir/model``. ``workers``: a running
     ``RolloutPool`` to use instead of starting one (its weights are replaced)."""
     report = as_progress(progress, NAME)
-    out = Path(config.output_dir)
+    out = STAGE.open(config, source)  # the output folder may be written; trackers and engines exist
 
     # 1. Inputs: the SFT model, the reward model; the data (offline pairs split by prompt; prompts to sample from and
     # to hold out). A folder started with another config is refused; a finished one is a no-op.
@@ -441,4 +441,4 @@ def _brief(summary: dict[str, Any]) -> str:
 STAGE = Stage(NAME, ChatTrackConfig, run_chat_track,
               "The Chat RL track: DPO on offline pairs, then on-policy rounds (sample K, score, best vs worst, DPO), "
               "with the reward-model win rate against the SFT model after each round. Resumes a killed run.",
-              model_dir=lambda cfg: Path(cfg.output_dir) / "model")
+              model_dir=lambda cfg: Path(cfg.output_dir) / "model", manifest_stage=STAGE_ID)

@@ -25,7 +25,7 @@ from typing import Any
 
 from posttrain.config import validate
 from posttrain.errors import UserError
-from posttrain.manifest import METRICS_FILE, finished_run, model_sha256, start_fresh
+from posttrain.manifest import METRICS_FILE, finished_run, model_sha256
 from posttrain.models.loading import load_tokenizer, resolve_model
 from posttrain.report import Progress, as_progress
 from posttrain.report.tables import print_finished
@@ -33,7 +33,7 @@ from posttrain.rl.config import LogicTrackConfig
 from posttrain.stages.contract import Stage, StageResult, output_folder
 from posttrain.tasks import TaskRow, Verifiers, load_tasks
 from posttrain.training.arguments import trainer_arguments
-from posttrain.training.checkpoints import fit
+from posttrain.training.checkpoints import RunIdentity, fit, resume_point
 from posttrain.training.model import check_lora, load_model, peft_config, save_model
 from posttrain.training.outputs import write_outputs
 
@@ -56,7 +56,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
     """
     cfg = config if isinstance(config, LogicTrackConfig) else validate(LogicTrackConfig, config, source)
     report = as_progress(progress, NAME)
-    out = Path(cfg.output_dir)
+    out = STAGE.open(cfg, source)  # the output folder may be written; trackers and engines exist
     settings = cfg.model_dump(mode="json")
 
     # 1. Inputs. Same config and inputs as a finished run: done.
@@ -73,7 +73,8 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
     envs = check_tasks(rows, heldout_rows, cfg)
     params = cfg.sampling.per_bucket({r.bucket for r in rows + heldout_rows})
     check_lora(cfg.lora, model_dir, f"{source}: lora")
-    start_fresh(out)
+    run = RunIdentity(STAGE_ID, settings, inputs)
+    resume_point(out, run, cfg.resume)  # checkpoints of another run: refused before any worker starts
 
     # Imported only now, so that a bad config or task row fails before TRL, vLLM and Ray load (seconds each).
     from posttrain.rl.ahead import AheadRollout
@@ -138,7 +139,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
                       else "are on-policy"))
 
         # 4. Train, resuming from the newest checkpoint.
-        trained, _ = fit(trainer, out, cfg.resume)
+        trained, _ = fit(trainer, out, cfg.resume, run)
 
     # 5. Outputs: the model, metrics.jsonl, the manifest, a summary.
     outputs = save_model(trainer, out, tokenizer, cfg.lora, stored_dtype)
@@ -272,7 +273,8 @@ def track_metrics(result: Any, history: list[dict[str, Any]], steps: int, n_task
         "train_reward_first": train_rows[0]["reward"] if train_rows else None,
         "train_reward_last": train_rows[-1]["reward"] if train_rows else None,
         "train_reward_mean": (sum(r["reward"] for r in train_rows) / len(train_rows)) if train_rows else None,
-        "duration_s": round(float(result.metrics.get("train_runtime", 0.0)), 3),
+        "duration_s": round(float(result.metrics.get("run_seconds", result.metrics.get("train_runtime", 0.0))), 3),
+        "sessions": result.metrics.get("sessions", 1),
         "heldout": evals,
     }
     if evals:
@@ -282,4 +284,4 @@ def track_metrics(result: Any, history: list[dict[str, Any]], steps: int, n_task
 
 STAGE = Stage(NAME, LogicTrackConfig, run_logic_track,
               "Verifiable-reward RL on math, code and tool-calling tasks: GRPO or RLOO through the rollout workers.",
-              model_dir=output_folder)
+              model_dir=output_folder, manifest_stage=STAGE_ID)

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from posttrain.config import Schema
 from posttrain.errors import UserError
-from posttrain.manifest import finished_run, start_fresh
+from posttrain.manifest import finished_run
 from posttrain.models.loading import load_tokenizer, resolve_model
 from posttrain.preference.data import resolve_data, split_held_out
 from posttrain.preference.scorers import reward_scores
@@ -35,7 +35,7 @@ from posttrain.stages.contract import (
     trainer_inputs,
 )
 from posttrain.training.arguments import trainer_arguments
-from posttrain.training.checkpoints import fit
+from posttrain.training.checkpoints import RunIdentity, fit, resume_point
 from posttrain.training.data import built_dataset, training_inputs
 from posttrain.training.model import check_lora, peft_config, save_model, stored_dtype
 from posttrain.training.outputs import training_metrics, write_outputs
@@ -72,7 +72,7 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: Progress | None
     from posttrain.training.callbacks import training_callbacks
 
     report = as_progress(progress, NAME)
-    out = cfg.output_dir
+    out = STAGE.open(cfg, source)  # the output folder may be written; trackers are installed
     config = cfg.model_dump(mode="json")
 
     # 1. Inputs: the model and the preference pairs. Same config + inputs as last time: nothing to do.
@@ -84,7 +84,8 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: Progress | None
         report.event("done", f"{out} already holds this reward model; nothing to do")
         return StageResult.read(out, model_dir=out)
     check_lora(cfg.lora, model_dir, f"{source}: lora")
-    start_fresh(out)
+    run = RunIdentity(NAME, config, inputs)
+    resume_point(out, run, cfg.resume)  # checkpoints of another run: refused now, before any work
 
     # 2. Pairs: tokenized as the trainer would (chat template over prompt + answer); too-long pairs counted, left out.
     tokenizer = load_tokenizer(model_dir)
@@ -113,7 +114,7 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: Progress | None
     measured = train_rows[:cfg.train.accuracy_pairs]  # a forward pass per answer: bounded for large datasets
     before = {"train": pairwise_accuracy(trainer.model, tokenizer, measured),
               "eval": pairwise_accuracy(trainer.model, tokenizer, eval_rows)}
-    trained, eval_metrics = fit(trainer, out, cfg.resume)
+    trained, eval_metrics = fit(trainer, out, cfg.resume, run)
     after = {"train": pairwise_accuracy(trainer.model, tokenizer, measured),
              "eval": pairwise_accuracy(trainer.model, tokenizer, eval_rows)}
 

@@ -75,7 +75,7 @@ def run_rs(cfg: RSConfig, source: str = "config", progress: Progress | None = No
     """Run ``cfg.rounds`` rounds. ``pool``: running workers holding ``cfg.model``'s weights (by default they are
     started here, once, and shut down at the end)."""
     report = as_progress(progress, NAME)
-    out = Path(cfg.output_dir)
+    out = STAGE.open(cfg, source)  # the output folder may be written; the rollout engine takes its kwargs
     base = resolve_model(cfg.model, key=f"{source}: model")
     config = cfg.model_dump(mode="json")
     _check_sft(cfg)  # before any sampling, not after the first round's

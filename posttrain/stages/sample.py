@@ -67,7 +67,7 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
     """Run the stage. ``pool``: running rollout workers to use (they must hold ``cfg.model``'s weights); by default a
     pool is started from ``cfg.rollout`` and shut down at the end."""
     report = as_progress(progress, NAME)
-    out = Path(cfg.output_dir)
+    out = STAGE.open(cfg, source)  # the output folder may be written; the rollout engine takes its kwargs
     model = resolve_model(cfg.model, key=f"{source}: model")
     config = cfg.model_dump(mode="json")
 

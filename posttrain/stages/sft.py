@@ -17,13 +17,13 @@ from pydantic import Field
 
 from posttrain.data.formats import ROLES
 from posttrain.errors import UserError
-from posttrain.manifest import finished_run, start_fresh
+from posttrain.manifest import finished_run
 from posttrain.models.loading import load_tokenizer
 from posttrain.report import Progress, as_progress
 from posttrain.report.tables import print_finished
 from posttrain.stages.contract import Stage, StageResult, output_folder, trainer_inputs, training_summary
 from posttrain.training.arguments import sft_arguments
-from posttrain.training.checkpoints import fit
+from posttrain.training.checkpoints import RunIdentity, fit, resume_point
 from posttrain.training.data import model_and_dataset, split_eval
 from posttrain.training.model import check_lora, load_model, peft_config, save_model
 from posttrain.training.outputs import training_metrics, write_outputs
@@ -49,7 +49,7 @@ def run_sft(cfg: SFTStageConfig, source: str = "config", progress: Progress | No
     from posttrain.training.callbacks import training_callbacks
 
     report = as_progress(progress, NAME)
-    out = cfg.output_dir
+    out = STAGE.open(cfg, source)  # the output folder may be written; trackers are installed
     config = cfg.model_dump(mode="json")
 
     # 1. Inputs: the model (folder or known name) and the built chat dataset. Same config + inputs as last time: done.
@@ -58,7 +58,8 @@ def run_sft(cfg: SFTStageConfig, source: str = "config", progress: Progress | No
         report.say(f"{out} is already trained with this config and these inputs; nothing to do")
         return StageResult.read(out, model_dir=out)
     check_lora(cfg.lora, model_dir, f"{source}: lora")
-    start_fresh(out)
+    run = RunIdentity(NAME, config, inputs)
+    resume_point(out, run, cfg.resume)  # checkpoints of another run: refused now, before any work
 
     # 2. Rows: checked one by one, tools decoded for the chat template, lengths measured so truncation is reported.
     tokenizer = load_tokenizer(model_dir)
@@ -78,8 +79,8 @@ def run_sft(cfg: SFTStageConfig, source: str = "config", progress: Progress | No
                          processing_class=tokenizer, peft_config=peft_config(cfg.lora),
                          callbacks=training_callbacks(cfg.train, out, report))
 
-    # 4. Train (resuming from the newest checkpoint) and evaluate on the held-out rows.
-    trained, eval_metrics = fit(trainer, out, cfg.resume)
+    # 4. Train (resuming this run's newest complete checkpoint; only now is the old manifest removed), evaluate.
+    trained, eval_metrics = fit(trainer, out, cfg.resume, run)
 
     # 5. Outputs: the model and tokenizer, metrics.jsonl, the manifest, a summary table.
     outputs = save_model(trainer, out, tokenizer, cfg.lora, stored_dtype)

@@ -28,12 +28,11 @@ def use_bf16(precision: str) -> bool:
     return precision == "bf16"
 
 
-def check_reporters(report_to: list[str]) -> list[str]:
+def check_reporters(report_to: list[str], key: str = "train.report_to") -> list[str]:
     """Reporters must be installed: asking for wandb without it is an error, not a silent no-op."""
     for name in report_to:
         if importlib.util.find_spec(name) is None:
-            raise UserError(f"train.report_to: {name!r} is not installed (pip install {name}); "
-                            "tensorboard is always available")
+            raise UserError(f"{key}: {name!r} is not installed (pip install {name}); tensorboard is always available")
     return list(report_to)
 
 

@@ -16,23 +16,33 @@ def training_metrics(result: Any, eval_metrics: dict[str, float], log_history: l
                      global_step: int) -> dict[str, Any]:
     """The numbers a manifest keeps: first/last/mean train loss, eval loss, steps, duration, tokens and tokens/s.
 
-    ``tokens`` counts the non-padding tokens this session trained on (TRL's ``num_tokens``; a resumed run counts from
-    the resume point, as do ``duration_s`` and ``cpu_seconds``, the CPU time of this process while training).
+    All of them cover the whole run, also when it was resumed from a checkpoint (``checkpoints.fit`` puts the whole
+    run's totals in ``result.metrics``; the log history is restored with the checkpoint): ``tokens`` are the
+    non-padding tokens trained on (TRL's ``num_tokens``), ``duration_s`` and ``cpu_seconds`` the training time of
+    the steps the model went through (steps redone after a kill count once), ``train_loss_mean`` the mean per-step
+    loss. ``sessions`` says how many sessions the run took (1: never resumed), ``resumed_from_step`` where the last
+    one started.
     """
     losses = [row["loss"] for row in log_history if "loss" in row]
-    tokens = next((row["num_tokens"] for row in reversed(log_history) if "num_tokens" in row and "loss" in row), 0)
-    runtime = float(result.metrics.get("train_runtime", 0.0))
+    m = result.metrics
+    logged_tokens = next((row["num_tokens"] for row in reversed(log_history) if "num_tokens" in row and "loss" in row),
+                         0)
+    tokens = m.get("run_tokens", logged_tokens)
+    runtime = float(m.get("run_seconds", m.get("train_runtime", 0.0)))
+    loss_mean = m.get("run_loss_mean", result.training_loss)
     metrics: dict[str, Any] = {
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
-        "train_loss_mean": result.training_loss,
+        "train_loss_mean": loss_mean,
         "steps": global_step,
-        "epochs": result.metrics.get("epoch"),
+        "epochs": m.get("epoch"),
         "duration_s": round(runtime, 3),
         "tokens": int(tokens),
         "tokens_per_second": round(tokens / runtime, 2) if runtime > 0 else None,
+        "sessions": m.get("sessions", 1),
+        "resumed_from_step": m.get("resumed_from_step"),
     }
-    cpu = result.metrics.get("train_cpu_seconds")
+    cpu = m.get("run_cpu_seconds", m.get("train_cpu_seconds"))
     if cpu:
         metrics["cpu_seconds"] = round(cpu, 3)
         metrics["tokens_per_cpu_second"] = round(tokens / cpu, 2)
