@@ -27,6 +27,7 @@ from posttrain.rejection.overlap import run_overlapped
 from posttrain.rejection.selection import SelectionConfig, select
 from posttrain.rejection.shards import ShardStore, fingerprint
 from posttrain.report import Progress, as_progress
+from posttrain.rl.rewards import CombinedReward, RewardFunctions, check_weights, reward_inputs
 from posttrain.rollout.agent_loop import AgentLoopConfig, Episode, run_episodes
 from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig, SamplingParams
@@ -45,6 +46,8 @@ class SampleSettings(Schema):
     agent: AgentLoopConfig = Field(default_factory=AgentLoopConfig)
     envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    rewards: RewardFunctions = Field(default_factory=RewardFunctions, description="each sample's reward: weighted "
+                                     "verify scores plus your reward functions (selection.min_reward, best_k)")
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     batch_size: int = Field(16, ge=1, description="prompts per batch (and per shard)")
     seed: int = Field(0, description="per-prompt sampling seeds derive from it")
@@ -71,9 +74,11 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
 
     # 1. Prompts, their sampling params (per bucket) and the batches they are cut into.
     rows, inputs = load_tasks(cfg.tasks, out / "tasks")
+    check_weights(sorted({r.env for r in rows}), cfg.rewards)
     params = cfg.sampling.per_bucket({r.bucket for r in rows})
     batches = make_batches(rows, cfg.batch_size)
     inputs[f"model:{model.name}"] = model_sha256(model)
+    inputs.update(reward_inputs(cfg.rewards))
     if finished_run(out, NAME, config, inputs):
         report.say(f"{out} already holds these samples (same config and inputs); nothing to do")
         return StageResult.read(out)
@@ -88,6 +93,7 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
 
     # 3. Generate and verify, overlapped; each finished batch becomes a shard.
     timing: dict[str, Any] = {}
+    reward_stats: dict[str, Any] = {}
     restarts = 0
     if todo:
         own_pool = pool is None
@@ -97,12 +103,13 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
             report.say(f"starting {cfg.rollout.num_workers} {cfg.rollout.engine} rollout worker(s) for {model}")
             pool = RolloutPool.from_config(model, cfg.rollout)
         try:
+            rewards = CombinedReward(cfg.rewards) if cfg.rewards.functions or cfg.rewards.weights else None
             with Verifiers.start(cfg.verify, {b.env for b in todo}, cfg.envs) as verifiers:
                 def generate(batch: Batch) -> list[Episode]:
                     return generate_batch(pool, batch, params, cfg)
 
                 def finish(batch: Batch, episodes: list[Episode]) -> None:
-                    records = verify_batch(verifiers[batch.env], batch, episodes)
+                    records = verify_batch(verifiers[batch.env], batch, episodes, rewards)
                     store.write(batch.index, records)
                     passed = sum(s["passed"] for r in records for s in r["samples"])
                     report.say(f"batch {batch.index + 1}/{len(batches)} ({batch.env}, {len(batch.rows)} prompts): "
@@ -111,6 +118,8 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
                 restarts_before = pool.restarts
                 times = run_overlapped(todo, generate, finish)
                 restarts = pool.restarts - restarts_before
+            if rewards is not None:
+                reward_stats = rewards.stats()
         finally:
             if own_pool:
                 pool.shutdown()
@@ -122,7 +131,7 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
     data_rows, metrics = _assemble(store, batches, cfg.selection)
     out.mkdir(parents=True, exist_ok=True)
     data_sha = write_chat_parquet(out / DATA_FILE, data_rows)
-    metrics.update(timing=timing, rollout_restarts=restarts,
+    metrics.update(timing=timing, rollout_restarts=restarts, reward_functions=reward_stats,
                    batches={"total": len(batches), "from_earlier_run": len(batches) - len(todo),
                             "generated": len(todo)})
     write_manifest(out, {"stage": NAME, "kind": "chat", "columns": COLUMNS, "config": config, "inputs": inputs,
@@ -142,23 +151,32 @@ def generate_batch(pool: Any, batch: Batch, params: dict[str, SamplingParams],
                         env_kwargs=cfg.envs.get(batch.env))
 
 
-def verify_batch(verifier: Any, batch: Batch, episodes: list[Episode]) -> list[dict[str, Any]]:
-    """Verify a batch's episodes; one shard record per prompt, holding all its samples and their verdicts."""
+def verify_batch(verifier: Any, batch: Batch, episodes: list[Episode],
+                 rewards: CombinedReward | None = None) -> list[dict[str, Any]]:
+    """Verify a batch's episodes; one shard record per prompt, holding all its samples and their verdicts (and,
+    with ``rewards``, each sample's combined reward and your functions' rewards)."""
     from posttrain.environment import VerifyResult
 
     to_check = [i for i, ep in enumerate(episodes) if ep.end_reason != "env_error"]
     verdicts: dict[int, VerifyResult] = {}
     for j, result in verifier.verify_many(episodes[i].trajectory for i in to_check):
         verdicts[to_check[j]] = result
-    records: dict[int, dict[str, Any]] = {}
     by_id = {id(row.task): row for row in batch.rows}  # run_episodes keeps each task object on its episodes
+    scored: dict[int, tuple[float, dict[str, float | None]]] = {}
+    if rewards is not None and to_check:
+        rows = [by_id[id(episodes[i].task)] for i in to_check]
+        combined = rewards.score([episodes[i] for i in to_check], [verdicts[i].score for i in to_check],
+                                 [r.env for r in rows], [r.bucket for r in rows])
+        scored = dict(zip(to_check, combined, strict=True))
+    records: dict[int, dict[str, Any]] = {}
     for i, ep in enumerate(episodes):
         row: TaskRow = by_id[id(ep.task)]
         rec = records.setdefault(row.index, {"index": row.index, "id": row.id, "bucket": row.bucket,
                                              "source": row.source, "env": row.env, "task_id": row.task.get("id"),
                                              "samples": []})
         verdict = verdicts.get(i) or VerifyResult.failure(ep.error or "the episode did not run", reason="env_error")
-        rec["samples"].append(_sample_record(ep, verdict))
+        reward, parts = scored.get(i, (float(verdict.score) if rewards is None else 0.0, {}))
+        rec["samples"].append({**_sample_record(ep, verdict), "reward": reward, "rewards": parts})
     return [records[row.index] for row in batch.rows]
 
 
