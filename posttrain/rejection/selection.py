@@ -3,11 +3,12 @@
 Policies (``selection.policy``):
 
 * ``all_distinct``: every passing sample, minus exact repeats (same assistant turns, same observations);
-* ``best_k``: the ``k`` distinct passing samples with the highest verifier score (ties: lower sample index first);
+* ``best_k``: the ``k`` distinct passing samples with the highest reward (ties: lower sample index first); the
+  reward is the verifier score unless a ``rewards`` section adds weights and your reward functions;
 * ``shortest``: the ``k`` distinct passing samples with the fewest model-written tokens (ties: lower sample index).
 
-``min_reward`` keeps only samples whose reward (the weighted verify score plus your reward functions, see the
-``rewards`` section) reaches it; ``best_k`` ranks by that reward. All three drop exact repeats first: a repeated trajectory adds no information and would weigh its prompt twice.
+``min_reward`` keeps only passing samples whose reward reaches it. All three drop exact repeats first: a repeated
+trajectory adds no information and would weigh its prompt twice.
 A passing sample whose last turn hit ``max_tokens`` is dropped when ``reject_truncated`` is on (the default): it
 would teach the model to stop where it was cut off. Every passing sample that is left out gets a reason
 (``truncated``, ``low_reward``, ``duplicate``, ``beyond_k``), so the manifest accounts for all of them.
