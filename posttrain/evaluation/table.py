@@ -1,9 +1,9 @@
 """The comparison table: one row per model, one column per metric of each set (and bucket), plus the chat win rate.
 
 Columns, in order: for each set ``S``, ``S acc`` (and ``S reward`` with a ``rewards`` section) and ``S pass@k``
-over the whole set, then the same per bucket as ``S/bucket ...`` when the set has more than one bucket; then ``win rate`` (against the reference, ties count half),
-per chat bucket when there are several, and ``reward`` (the scorer's mean score). Empty cells are metrics a model
-does not have (e.g. no prompt could be scored).
+over the whole set, then the same per bucket as ``S/bucket ...`` when the set has more than one bucket; then
+``win rate`` (against the reference, ties count half), per chat bucket when there are several, and ``reward`` (the
+scorer's mean score). Empty cells are metrics a model does not have (e.g. no prompt could be scored).
 """
 
 from __future__ import annotations
