@@ -159,11 +159,15 @@ class McpSession:
         return Outcome("ok", observation(call.name, {"result": result.value}), result.value)
 
     def probe(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
-        """A read-only call's result for checking (McpError when it fails: the check cannot be made)."""
+        """A read-only call's result for checking. A refusal by the tool is part of the state (``{"error":
+        message}``: e.g. no such note after the model failed to write it); a probe the servers cannot take (no such
+        tool, arguments that break its schema) is the task's error."""
         outcome = self._run(ToolCall(name, arguments or {}))
+        if outcome.status == "tool_error":
+            return {"error": json.loads(outcome.observation["content"])["error"]}
         if outcome.status != "ok":
-            raise McpError(f"probe {name} gave {outcome.status}: {outcome.observation['content'][:300]}",
-                           "probe_failed")
+            raise UserError(f"mcp task {self.task.get('id', '?')}: check probe {name} is {outcome.status}: "
+                            f"{outcome.observation['content'][:300]}")
         return outcome.value
 
     def close(self) -> None:
