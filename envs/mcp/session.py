@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 
-from envs.mcp.server import McpError, McpServer, ServerLimits, ServerSpec
+from envs.mcp.server import McpServer, ServerLimits, ServerSpec
 from posttrain.errors import UserError
 from posttrain.tool_calls import ToolCall, check_tool_schema, tool_name, validate_arguments
 
