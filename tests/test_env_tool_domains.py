@@ -256,3 +256,33 @@ def test_an_installed_packages_entry_point_provides_a_domain(counter_file, tmp_p
     finally:
         entry_point_domains.cache_clear()
         sys.modules.pop("counter_pkg_domain", None)
+
+
+def _doc_block(marker: str) -> str:
+    doc = (ROOT / "docs" / "environments.md").read_text()
+    block = doc.split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->")[0]
+    return block.split("```python\n", 1)[1].rsplit("```", 1)[0]
+
+
+def test_the_domain_and_the_reward_function_in_the_docs_work_as_written(tmp_path) -> None:
+    from posttrain.rl.rewards import FunctionReward, RewardFunctionSpec
+    from posttrain.rollout.agent_loop import Episode
+
+    (tmp_path / "doc_library.py").write_text(_doc_block("example-domain"))
+    state = {"books": {"bk-1": {"title": "Winter Bees", "author": "Tom Hale", "copies": 1}}, "loans": [],
+             "members": ["Ana"]}
+    turn = {"user": "Lend Winter Bees (bk-1) to Ana and tell me how many copies are left.",
+            "steps": [[{"name": "check_out", "arguments": {"book_id": "bk-1", "member": "Ana"}}]],
+            "reply": "Done: 0 copies left.", "facts": [["0"]], "possible": True}
+    env = ToolCallingEnv(domains=[str(tmp_path / "doc_library.py")])
+    task = {"id": "doc", "env": "tool_calling", "domains": {"library": state}, "turns": [turn], "max_turns": 4,
+            "tools": env.domains["library"].tool_schemas(),
+            "messages": [{"role": "system", "content": "Use the tools."}, {"role": "user", "content": turn["user"]}]}
+    assert env.verify(Trajectory(task, reference_trajectory(task, env))).passed
+
+    (tmp_path / "my_rewards.py").write_text(_doc_block("example-reward"))
+    ep = Episode(task={"id": "t", "messages": [{"role": "user", "content": "2+2?"}], "answer": "4"}, sample_index=0,
+                 messages=[{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}])
+    for name, expected in (("brevity", -0.001), ("exact", 1.0)):
+        fn = FunctionReward(RewardFunctionSpec(function=f"{tmp_path / 'my_rewards.py'}:{name}"))
+        assert fn.score([ep]) == [expected]
