@@ -286,3 +286,17 @@ def test_the_domain_and_the_reward_function_in_the_docs_work_as_written(tmp_path
     for name, expected in (("brevity", -0.001), ("exact", 1.0)):
         fn = FunctionReward(RewardFunctionSpec(function=f"{tmp_path / 'my_rewards.py'}:{name}"))
         assert fn.score([ep]) == [expected]
+
+
+def test_the_code_files_tasks_name_are_inputs_of_a_run(counter_file, built_dataset_writer, tmp_path) -> None:
+    from posttrain.tasks import TasksConfig, load_tasks
+
+    task = counter_task(counter_file)
+    folder = built_dataset_writer(tmp_path / "tasks", "task", [
+        {"env": "tool_calling", "messages": task["messages"], "tools": json.dumps(task["tools"]),
+         "task": json.dumps(task)}])
+    _, before = load_tasks(TasksConfig(dataset=str(folder)), tmp_path / "build")
+    assert f"tasks:file:{counter_file}" in before
+    Path(counter_file).write_text(COUNTER_DOMAIN + "\n# edited\n")
+    _, after = load_tasks(TasksConfig(dataset=str(folder)), tmp_path / "build")
+    assert after[f"tasks:file:{counter_file}"] != before[f"tasks:file:{counter_file}"]

@@ -236,3 +236,13 @@ def test_a_judge_behind_an_openai_compatible_endpoint(judge_url) -> None:
             open_scorer(config.model_copy(update=changes))
     with pytest.raises(ValueError, match="judge_base_url: expected an http"):
         ScorerConfig(kind="judge", judge_model="judge", judge_base_url="localhost:8000")
+
+
+def test_the_pipeline_fingerprints_a_reward_functions_file(rewards_file) -> None:
+    from types import SimpleNamespace
+
+    from posttrain.pipeline.state import stage_inputs
+
+    settings = RewardFunctions(functions=[spec(rewards_file, "exact_answer")])
+    found = stage_inputs(SimpleNamespace(extra_inputs=None), settings)
+    assert found == {"functions.0.function": rewards_file}
