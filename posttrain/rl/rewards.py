@@ -21,6 +21,7 @@ whole conversation, so a reward is exactly "the environment says this trajectory
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -240,7 +241,10 @@ def _no_extra(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+@functools.cache
 def _env_name(env: str) -> str:
+    """An environment's name from the spec a row gives (cached: a plugin given by path is not re-imported per
+    episode)."""
     try:
         return env_label(env)
     except UserError:
