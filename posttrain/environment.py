@@ -29,7 +29,7 @@ from posttrain.errors import UserError
 Message = dict[str, Any]  # {"role": "system"|"user"|"assistant"|"tool", "content": str}
 Task = dict[str, Any]  # {"id": str, "env": str, "messages": [...], "tools": [...], <env-specific reference fields>}
 
-BUILTIN_ENVS = ("code", "math", "tool_calling")
+BUILTIN_ENVS = ("code", "math", "tool_calling", "tool_call_match", "instruction_following", "mcp")
 
 
 @dataclass

@@ -36,9 +36,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_list_shows_the_builtin_envs():
     out = cli("envs", "list").output
-    for name in ("code", "math", "tool_calling"):
+    for name in ("code", "math", "tool_calling", "tool_call_match", "instruction_following", "mcp"):
         assert name in out
-    assert "humaneval" in out and "HumanEval" in out
+    assert "humaneval" in out and "HumanEval" in out and "your task files only" in out
 
 
 def test_generate_code_tasks_and_the_humaneval_set(tmp_path):
@@ -55,7 +55,7 @@ def test_generate_code_tasks_and_the_humaneval_set(tmp_path):
     assert [t["id"] for t in read_jsonl(he)][:2] == ["HumanEval/0", "HumanEval/1"]
 
 
-@pytest.mark.parametrize("env", ["math", "tool_calling"])
+@pytest.mark.parametrize("env", ["math", "tool_calling", "tool_call_match", "instruction_following"])
 def test_generate_works_for_the_other_envs(tmp_path, env):
     out = tmp_path / f"{env}.jsonl"
     cli("envs", "generate", env, "--n", "4", "--seed", "1", "--out", str(out))

@@ -158,6 +158,7 @@ def word_problem(rng: random.Random) -> Problem:
     kind = rng.randrange(4)
     if kind == 0:
         (items, item), n, price = rng.choice(ITEMS), rng.randint(2, 12), rng.randint(1, 9)
+        n = min(n, 100 // price)  # a 100-dollar bill at most (12 x 9 would need more)
         cost = n * price
         bill = next(b for b in (10, 20, 50, 100) if b >= cost)
         return Problem("word_problem", f"{name} buys {n} {items} at {price} dollars per {item} and pays with a "

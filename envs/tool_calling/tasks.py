@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jsonschema
@@ -74,15 +74,21 @@ def task_turns(task: dict[str, Any]) -> list[dict[str, Any]]:
     return turns
 
 
-def make_task(scenario: Scenario) -> dict[str, Any]:
-    tools = [schema for name in scenario.domains for schema in DOMAINS[name].tool_schemas()
+def make_task(scenario: Scenario, domains: Mapping[str, Any] = DOMAINS, env: str = "tool_calling",
+              domain_modules: Sequence[str] | None = None) -> dict[str, Any]:
+    """The task record of a scenario. ``domains``: the classes by name (your own included); ``env``: the environment
+    that plays it (a plugin's name or path); ``domain_modules``: recorded in the task so that any process can load
+    the domains it uses."""
+    tools = [schema for name in scenario.domains for schema in domains[name].tool_schemas()
              if tool_name(schema) not in scenario.withheld_tools]
     turns = [t.to_dict() for t in scenario.turns]
     identity = {"domains": scenario.domains, "turns": [t["user"] for t in turns], "withheld": scenario.withheld_tools}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    extra = {"domain_modules": list(domain_modules)} if domain_modules else {}
     return {
         "id": f"tc-{'+'.join(sorted(scenario.domains))}-{scenario.kind}-{digest}",
-        "env": "tool_calling",
+        "env": env,
+        **extra,
         "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": turns[0]["user"]}],
         "tools": tools,
         "domains": scenario.domains,
@@ -92,19 +98,21 @@ def make_task(scenario: Scenario) -> dict[str, Any]:
     }
 
 
-def generate_tasks(n: int, seed: int) -> Iterator[dict[str, Any]]:
-    """``n`` distinct tasks across all domains and kinds, the same ones for the same ``seed``."""
+def generate_tasks(n: int, seed: int, scenario_groups: Sequence[Sequence[Callable[[random.Random], Scenario]]]
+                   = SCENARIO_GROUPS, **task_options: Any) -> Iterator[dict[str, Any]]:
+    """``n`` distinct tasks across all domains and kinds, the same ones for the same ``seed``. Your own domains'
+    generator can reuse it with its scenario templates (``scenario_groups``) and :func:`make_task`'s options."""
     if n < 0:
         raise UserError(f"number of tasks must be >= 0, got {n}")
     rng = random.Random(seed)
     seen: set[str] = set()  # first user messages: two tasks never start with the same prompt
     for made in range(n):
         for _ in range(MAX_DRAWS):
-            scenario = rng.choice(rng.choice(SCENARIO_GROUPS))(rng)
+            scenario = rng.choice(rng.choice(scenario_groups))(rng)
             scenario.turns[0].user = opener(rng) + scenario.turns[0].user
             if scenario.turns[0].user not in seen:
                 break
         else:
             raise UserError(f"tool_calling generator: could only make {made} distinct tasks, {n} were asked for")
         seen.add(scenario.turns[0].user)
-        yield make_task(scenario)
+        yield make_task(scenario, **task_options)

@@ -7,19 +7,16 @@ Both the episode (``ToolCallingEnv.step``) and verification (replaying a traject
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from envs.tool_calling.banking import Bank
 from envs.tool_calling.domain import Domain, ToolError
-from envs.tool_calling.filesystem import FileSystem
-from envs.tool_calling.messaging import Messaging
-from envs.tool_calling.scheduling import Calendar
-from envs.tool_calling.shop import Shop
+from envs.tool_calling.registry import BUILTIN_DOMAINS, task_domains
 from posttrain.errors import UserError
 from posttrain.tool_calls import ToolCall, tool_name, validate_arguments
 
-DOMAINS: dict[str, type[Domain]] = {cls.name: cls for cls in (FileSystem, Calendar, Bank, Messaging, Shop)}
+DOMAINS: dict[str, type[Domain]] = BUILTIN_DOMAINS
 
 
 @dataclass
@@ -35,18 +32,38 @@ def tool_observation(name: str, payload: dict[str, Any]) -> dict[str, Any]:
     return {"role": "tool", "content": json.dumps({"name": name, **payload}, ensure_ascii=False)}
 
 
-class World:
-    """Fresh domain instances built from a task's initial states, and the allow-list of the task's tools."""
+def result_observation(name: str, result: Any) -> CallOutcome:
+    """A tool's return value as the model sees it; a value that is not JSON data (a set, an object, NaN, a cycle) is
+    an ``internal_error`` outcome (a bug in the domain), not an exception in the episode or its verification."""
+    try:
+        return CallOutcome("ok", {"role": "tool", "content": json.dumps({"name": name, "result": result},
+                                                                        ensure_ascii=False, allow_nan=False)})
+    except (TypeError, ValueError, RecursionError) as e:
+        return CallOutcome("internal_error", tool_observation(
+            name, {"error": f"internal error: the tool returned a value that is not JSON data ({type(e).__name__}: "
+                            f"{str(e)[:200]})"}))
 
-    def __init__(self, task: dict[str, Any]) -> None:
+
+class World:
+    """Fresh domain instances built from a task's initial states, and the allow-list of the task's tools.
+
+    ``domains``: the classes available by name (default: the built-in ones); the task's own ``domain_modules`` are
+    added to them (see :mod:`envs.tool_calling.registry`).
+    """
+
+    def __init__(self, task: dict[str, Any], domains: Mapping[str, type[Domain]] | None = None) -> None:
         where = f"tool_calling task {task.get('id', '?')}"
-        states = task.get("domains")
-        if not isinstance(states, dict) or not states:
-            raise UserError(f"{where}: 'domains' must map domain names ({', '.join(DOMAINS)}) to initial states")
-        unknown = sorted(set(states) - set(DOMAINS))
-        if unknown:
-            raise UserError(f"{where}: unknown domains {unknown}; known: {', '.join(DOMAINS)}")
-        self.domains = {name: DOMAINS[name](state) for name, state in states.items()}
+        classes = task_domains(task, DOMAINS if domains is None else domains)
+        states = task["domains"]
+        self.domains = {}
+        for name, state in states.items():
+            try:
+                self.domains[name] = classes[name](state)
+            except UserError:
+                raise
+            except Exception as e:  # a user's domain that cannot take this state: the task's problem, said so
+                raise UserError(f"{where}: domain {name!r} could not be built from its state: {type(e).__name__}: "
+                                f"{e}") from None
         every: dict[str, Any] = {}
         self.schemas: dict[str, dict[str, Any]] = {}
         for domain in self.domains.values():
@@ -74,7 +91,11 @@ class World:
         except Exception as e:  # a bug in a simulated API must not crash a rollout; verification reports it
             return CallOutcome("internal_error", tool_observation(
                 call.name, {"error": f"internal error: {type(e).__name__}: {e}"}))
-        return CallOutcome("ok", tool_observation(call.name, {"result": result}))
+        return result_observation(call.name, result)
 
     def snapshot(self) -> dict[str, Any]:
         return {name: domain.snapshot() for name, domain in sorted(self.domains.items())}
+
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        """Every tool the domains offer (whether or not the task offers it)."""
+        return list(self.schemas.values())

@@ -42,7 +42,8 @@ def list_envs() -> None:
         except UserError as e:
             table.add_row(name, f"[red]unavailable:[/] {escape(e.message)}", "")
             continue
-        sets = ["generated (--n/--seed)", *getattr(cls, "TASK_SETS", ())]
+        made = "generated (--n/--seed)" if getattr(cls, "has_generator", True) else "your task files only"
+        sets = [made, *getattr(cls, "TASK_SETS", ())]
         table.add_row(name, escape(cls.description or "-"), escape(", ".join(sets)))
     console.print(table)
 

@@ -363,4 +363,12 @@ def adapt(fmt: str, record: Row, rename: dict[str, str] | None = None) -> Row:
         for old, new in rename.items():
             if old in record:
                 record[new] = record.pop(old)
+    if fmt not in ADAPTERS:  # a task in a well-known shape (GSM8K, MBPP, xLAM, IFEval, ...): data/task_formats.py
+        from posttrain.data.task_formats import adapt_shape
+
+        return adapt_shape(fmt, record)
     return ADAPTERS[fmt](record)
+
+
+# Public pieces for the task formats that live with their environments (envs/*/formats.py, data/task_formats.py).
+json_value, record_tools, record_call, chat_messages = _json_value, _tools, _call, _messages

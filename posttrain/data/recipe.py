@@ -16,13 +16,16 @@ from posttrain.config import Schema, apply_overrides, read_yaml, validate
 from posttrain.errors import UserError
 
 Kind = Literal["chat", "text", "task", "preference"]
-FormatName = Literal["messages", "prompt_completion", "alpaca", "sharegpt", "tool_calls", "text", "task", "preference"]
+FormatName = Literal["messages", "prompt_completion", "alpaca", "sharegpt", "tool_calls", "text", "task", "preference",
+                     "gsm8k", "math_boxed", "humaneval", "mbpp", "stdio", "xlam", "openai_tool_calls", "bfcl",
+                     "ifeval"]
 
 # Which formats produce rows of which kind, and the format a source gets when the recipe names none.
 FORMATS_BY_KIND: dict[str, tuple[str, ...]] = {
     "chat": ("messages", "prompt_completion", "alpaca", "sharegpt", "tool_calls"),
     "text": ("text",),
-    "task": ("task",),
+    "task": ("task", "gsm8k", "math_boxed", "humaneval", "mbpp", "stdio", "xlam", "openai_tool_calls", "bfcl",
+             "ifeval"),
     "preference": ("preference",),
 }
 DEFAULT_FORMAT = {"chat": "messages", "text": "text", "task": "task", "preference": "preference"}

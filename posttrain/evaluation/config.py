@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from posttrain.config import Schema
 from posttrain.preference.scorers import ScorerConfig
+from posttrain.rl.rewards import RewardFunctions
 from posttrain.rollout.agent_loop import AgentLoopConfig
 from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig
@@ -79,6 +80,8 @@ class EvalConfig(Schema):
     agent: AgentLoopConfig = Field(default_factory=AgentLoopConfig)
     envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    rewards: RewardFunctions | None = Field(None, description="also report each set's mean reward: weighted verify "
+                                            "scores plus your reward functions")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     chat: ChatEvalConfig | None = None
     batch_size: int = Field(32, ge=1, description="prompts per generate call (and per verification batch)")

@@ -1,16 +1,16 @@
 """The comparison table: one row per model, one column per metric of each set (and bucket), plus the chat win rate.
 
-Columns, in order: for each set ``S``, ``S acc`` and ``S pass@k`` over the whole set, then the same per bucket as
-``S/bucket ...`` when the set has more than one bucket; then ``win rate`` (against the reference, ties count half),
-per chat bucket when there are several, and ``reward`` (the scorer's mean score). Empty cells are metrics a model
-does not have (e.g. no prompt could be scored).
+Columns, in order: for each set ``S``, ``S acc`` (and ``S reward`` with a ``rewards`` section) and ``S pass@k``
+over the whole set, then the same per bucket as ``S/bucket ...`` when the set has more than one bucket; then
+``win rate`` (against the reference, ties count half), per chat bucket when there are several, and ``reward`` (the
+scorer's mean score). Empty cells are metrics a model does not have (e.g. no prompt could be scored).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from posttrain.evaluation.metrics import ACCURACY, ALL, PASS_AT_K
+from posttrain.evaluation.metrics import ACCURACY, ALL, PASS_AT_K, REWARD
 
 Cell = float | int | str | None
 
@@ -19,6 +19,8 @@ def _metric_cells(prefix: str, metrics: dict[str, Any], ks: list[int]) -> dict[s
     cells: dict[str, Cell] = {}
     if ACCURACY in metrics:
         cells[f"{prefix} acc"] = metrics[ACCURACY]
+    if REWARD in metrics:
+        cells[f"{prefix} reward"] = metrics[REWARD]
     for k in ks:
         if PASS_AT_K in metrics:
             cells[f"{prefix} pass@{k}"] = metrics[PASS_AT_K][f"pass@{k}"]

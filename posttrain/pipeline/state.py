@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def input_hash(spec: str, cache: HashCache) -> str:
 
 OUTPUT_KEYS = {"output_dir"}  # a stage's own folders are outputs, never inputs
 PATH_SUFFIXES = (".yaml", ".yml", ".json", ".jsonl", ".parquet", ".py", ".csv")
+PY_OBJECT = re.compile(r"^[^\n:]+\.py:[A-Za-z_][A-Za-z0-9_.]*$")
 
 
 def stage_inputs(stage: Any, cfg: Any) -> dict[str, str]:
@@ -100,6 +102,9 @@ def stage_inputs(stage: Any, cfg: Any) -> dict[str, str]:
         elif isinstance(value, list):
             for i, v in enumerate(value):
                 walk(v, f"{key}.{i}")
+        elif isinstance(value, str) and PY_OBJECT.match(value):  # "rewards.py:brevity": a function in a file
+            if Path(value.rsplit(":", 1)[0]).expanduser().is_file():
+                found[key] = value.rsplit(":", 1)[0]
         elif isinstance(value, str) and _looks_like_path(value, KNOWN_MODELS):
             if value.lower() in KNOWN_MODELS or Path(value).expanduser().exists():
                 found[key] = value

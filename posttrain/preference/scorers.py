@@ -3,15 +3,19 @@
 - ``reward_model``: a sequence-classification model trained by ``posttrain rm`` (TRL RewardTrainer). The response is
   rendered with the chat template exactly as in reward training (prompt + assistant turn) and the model's single
   logit is the score. Runs in the calling process.
-- ``judge``: an instruction-following LLM served by its own rollout workers (``RolloutPool``) is asked to rate the
-  response from 1 to 10; the score is the mean of the ratings it gave over ``n`` samples. Judge output is untrusted
-  text: a reply with no usable number scores ``None`` (counted), never an exception.
+- ``judge``: an instruction-following LLM is asked to rate the response from 1 to 10; the score is the mean of the
+  ratings it gave over ``n`` samples. The judge is served by its own rollout workers (``RolloutPool``), or, with
+  ``judge_base_url``, by any OpenAI-compatible endpoint (``vllm serve``, a hosted API): ``judge_model`` is then the
+  served model's name. Judge output is untrusted text: a reply with no usable number scores ``None`` (counted), never
+  an exception; so does a request the endpoint fails or times out on (after ``judge_max_retries``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -61,7 +65,17 @@ class ScorerConfig(Schema):
     kind: Literal["reward_model", "judge"] = "reward_model"
     reward_model: str | None = Field(None, description="folder written by `posttrain rm` (kind: reward_model)")
     batch_size: int = Field(16, ge=1, description="responses per reward-model forward pass")
-    judge_model: str | None = Field(None, description="model folder or known name of the judge (kind: judge)")
+    judge_model: str | None = Field(None, description="model folder or known name of the judge (kind: judge); with "
+                                    "judge_base_url, the model name the endpoint serves")
+    judge_base_url: str | None = Field(None, description="an OpenAI-compatible endpoint serving the judge, e.g. "
+                                       "http://localhost:8000/v1 (`vllm serve`); unset: the judge runs on its own "
+                                       "rollout workers")
+    judge_api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's API "
+                                   "key (keys never go in configs); unset or empty: no key, as for a local vllm "
+                                   "serve")
+    judge_timeout_s: float = Field(60.0, gt=0, description="per request to the endpoint")
+    judge_max_retries: int = Field(2, ge=0, description="retries of a failed request (connection errors, 429, 5xx)")
+    judge_concurrency: int = Field(8, ge=1, description="requests in flight to the endpoint at once")
     judge_rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="the judge's own workers")
     judge_sampling: JudgeSampling = Field(default_factory=lambda: JudgeSampling(),
                                           description="how the judge answers; n > 1 averages n ratings")
@@ -74,7 +88,11 @@ class ScorerConfig(Schema):
         if self.kind == "reward_model" and not self.reward_model:
             raise ValueError("kind is reward_model but reward_model (a `posttrain rm` output folder) is not set")
         if self.kind == "judge" and not self.judge_model:
-            raise ValueError("kind is judge but judge_model (a model folder or known name) is not set")
+            raise ValueError("kind is judge but judge_model (a model folder or known name, or the endpoint's model "
+                             "name with judge_base_url) is not set")
+        if self.judge_base_url is not None and not re.match(r"^https?://", self.judge_base_url):
+            raise ValueError(f"judge_base_url: expected an http(s) URL such as http://localhost:8000/v1, got "
+                             f"{self.judge_base_url!r}")
         missing = [p for p in ("{conversation}", "{response}") if p not in self.judge_template]
         if missing:
             raise ValueError(f"judge_template must contain {' and '.join(missing)}")
@@ -203,6 +221,14 @@ def render_conversation(prompt: Messages) -> str:
     return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
 
 
+def judge_messages(template: str, low: int, high: int, prompt: Messages, response: str) -> Messages:
+    """The judge's chat: ``template`` with ``{conversation}``, ``{response}``, ``{low}`` and ``{high}`` filled in."""
+    values = {"low": str(low), "high": str(high), "conversation": render_conversation(prompt), "response": response}
+    # One pass over the template only: braces inside the conversation or the response are never expanded.
+    text = _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": text}]
+
+
 class JudgeScorer:
     """Ratings from an LLM served by rollout workers. The judge prompt is ``template`` with ``{conversation}``,
     ``{response}``, ``{low}`` and ``{high}`` filled in (other braces, and any in the texts, are left alone)."""
@@ -217,11 +243,7 @@ class JudgeScorer:
         self._counts = {"judged": 0, "unparsed_ratings": 0, "unscored": 0, "too_long": 0}
 
     def judge_prompt(self, prompt: Messages, response: str) -> Messages:
-        values = {"low": str(self.low), "high": str(self.high), "conversation": render_conversation(prompt),
-                  "response": response}
-        # One pass over the template only: braces inside the conversation or the response are never expanded.
-        text = _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.template)
-        return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": text}]
+        return judge_messages(self.template, self.low, self.high, prompt, response)
 
     def score(self, prompts: Sequence[Messages], responses: Sequence[str]) -> list[float | None]:
         if len(prompts) != len(responses):
@@ -254,11 +276,96 @@ class JudgeScorer:
             self.pool.shutdown()
 
 
+class EndpointJudgeScorer:
+    """Ratings from a judge behind an OpenAI-compatible chat-completions endpoint (``vllm serve``, a hosted API).
+
+    Opening it lists the endpoint's models, so an unreachable endpoint, a refused key or a model it does not serve is
+    an error before any work. After that, a request that fails (after the client's retries) or a reply with no
+    rating scores None and is counted: the endpoint is a remote service and its failures are not the data's.
+    """
+
+    name = "judge"
+
+    def __init__(self, config: ScorerConfig, key: str = "scorer") -> None:
+        import openai
+
+        assert config.judge_base_url is not None and config.judge_model is not None
+        self.config, self.model = config, config.judge_model
+        self.sampling = config.judge_sampling.resolve()
+        self.low, self.high = config.judge_scale
+        api_key = os.environ.get(config.judge_api_key_env) or "EMPTY"  # vllm serve without --api-key takes any
+        self.client = openai.OpenAI(base_url=config.judge_base_url, api_key=api_key, timeout=config.judge_timeout_s,
+                                    max_retries=config.judge_max_retries)
+        self._counts = {"judged": 0, "unparsed_ratings": 0, "unscored": 0, "endpoint_errors": 0}
+        self.first_error = ""
+        self._check(key)
+
+    def _check(self, key: str) -> None:
+        import openai
+
+        where = f"{key}.judge_base_url ({self.config.judge_base_url})"
+        try:
+            served = [m.id for m in self.client.models.list()]
+        except openai.AuthenticationError:
+            raise UserError(f"{where}: the endpoint refused the API key (set it in ${self.config.judge_api_key_env})"
+                            ) from None
+        except openai.APIConnectionError as e:
+            raise UserError(f"{where}: cannot reach the endpoint ({e}); is the server (e.g. `vllm serve`) running?"
+                            ) from None
+        except openai.APIStatusError as e:
+            raise UserError(f"{where}: listing its models failed with HTTP {e.status_code}: {e.message}") from None
+        if self.model not in served:
+            raise UserError(f"{key}.judge_model: {self.model!r} is not served by {self.config.judge_base_url}; it "
+                            f"serves: {', '.join(served) or 'nothing'}")
+
+    def _ratings(self, messages: Messages) -> list[float | None] | None:
+        """The ratings of one judge request (n choices); None when the request failed."""
+        import openai
+
+        s = self.sampling
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.model, messages=messages, temperature=s.temperature, top_p=s.top_p,
+                max_tokens=s.max_tokens, n=s.n, seed=s.seed, stop=list(s.stop) or None)
+        except openai.OpenAIError as e:
+            self.first_error = self.first_error or f"{type(e).__name__}: {e}"
+            return None
+        return [parse_judge_score(choice.message.content or "", self.low, self.high) for choice in reply.choices]
+
+    def score(self, prompts: Sequence[Messages], responses: Sequence[str]) -> list[float | None]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"got {len(prompts)} prompts and {len(responses)} responses")
+        chats = [judge_messages(self.config.judge_template, self.low, self.high, p, r)
+                 for p, r in zip(prompts, responses, strict=True)]
+        with ThreadPoolExecutor(max_workers=self.config.judge_concurrency) as pool:
+            results = list(pool.map(self._ratings, chats))
+        scores: list[float | None] = []
+        for ratings in results:
+            if ratings is None:
+                self._counts["endpoint_errors"] += 1
+                scores.append(None)
+                continue
+            self._counts["unparsed_ratings"] += sum(r is None for r in ratings)
+            usable = [r for r in ratings if r is not None]
+            scores.append(sum(usable) / len(usable) if usable else None)
+        self._counts["judged"] += len(prompts)
+        self._counts["unscored"] += sum(s is None for s in scores)
+        return scores
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def open_scorer(config: ScorerConfig, key: str = "scorer") -> Scorer:
     """Build the configured scorer (a judge starts its own rollout workers; close() stops them)."""
     if config.kind == "reward_model":
         assert config.reward_model is not None
         return RewardModelScorer(config.reward_model, batch_size=config.batch_size, key=f"{key}.reward_model")
+    if config.judge_base_url is not None:
+        return EndpointJudgeScorer(config, key)
     from posttrain.models.loading import load_tokenizer, resolve_model
     from posttrain.rollout.pool import RolloutPool
 

@@ -40,6 +40,7 @@ from posttrain.rejection.overlap import run_overlapped
 from posttrain.rejection.shards import fingerprint
 from posttrain.report import Progress, as_progress, results
 from posttrain.report.live import JobsBar
+from posttrain.rl.rewards import CombinedReward, check_weights, reward_inputs
 from posttrain.rollout.agent_loop import run_episodes
 from posttrain.rollout.sampling import SamplingParams
 from posttrain.stages.contract import Stage, StageResult, Wiring
@@ -102,6 +103,9 @@ def run_eval(cfg: EvalConfig, source: str = "config", progress: Progress | None 
     inputs = {f"model:{name}": model_sha256(path) for name, path in models.items()}
     for _, set_inputs in sets.values():
         inputs.update(set_inputs)
+    if cfg.rewards is not None:
+        check_weights(sorted({row.env for rows, _ in sets.values() for row in rows}), cfg.rewards)
+        inputs.update(reward_inputs(cfg.rewards))
     chat_prompts, chat_stats, reference = [], {}, None
     if cfg.chat is not None:
         chat_prompts, chat_inputs, chat_stats = load_chat_prompts(cfg.chat, out / "sets" / "chat", source)
@@ -121,7 +125,8 @@ def run_eval(cfg: EvalConfig, source: str = "config", progress: Progress | None 
                "seed": cfg.seed, "batch_size": cfg.batch_size,
                "rollout": cfg.rollout.model_dump(exclude={"resources", "max_chunk_failures"}),
                "chat": cfg.chat.sampling.model_dump() if cfg.chat else None,
-               "chat_prompts": [p["id"] for p in chat_prompts]}
+               "chat_prompts": [p["id"] for p in chat_prompts],
+               "rewards": cfg.rewards.model_dump() if cfg.rewards is not None else None}
     prints = {name: fingerprint({**decides, "model": inputs[f"model:{name}"]}) for name in models}
     parts = {name: read_part(out / "parts" / name, prints[name]) if cfg.resume else None for name in models}
     order = load_order(models, Path(workers.model_path) if workers is not None else None)
@@ -148,7 +153,8 @@ def run_eval(cfg: EvalConfig, source: str = "config", progress: Progress | None 
         # 4. Metrics per model and set; every model's chat answers scored and compared with the reference's.
         results = {name: {"path": str(models[name]), "sha256": inputs[f"model:{name}"], "loaded": loaded.get(name),
                           "generate_s": seconds.get(name),
-                          "sets": {s: set_metrics([x for x in done[name].samples if x["set"] == s], ks) for s in sets}}
+                          "sets": {s: set_metrics([x for x in done[name].samples if x["set"] == s], ks,
+                                                  with_rewards=cfg.rewards is not None) for s in sets}}
                    for name in cfg.models}
         chat_records: list[dict[str, Any]] = []
         if cfg.chat is not None:
@@ -223,6 +229,7 @@ def _generate_all(cfg: EvalConfig, plan: Plan, parts: dict[str, Part | None], po
     loaded: dict[str, str] = {}
     seconds: dict[str, float] = {}
     envs = {job.batch.env for job in jobs if job.batch is not None}
+    rewards = CombinedReward(cfg.rewards) if cfg.rewards is not None else None
     verifiers = Verifiers.start(cfg.verify, envs, cfg.envs)
     building = {job.model: Part() for job in jobs}
     progress = JobsBar(NAME, len(jobs), report.say)
@@ -255,7 +262,7 @@ def _generate_all(cfg: EvalConfig, plan: Plan, parts: dict[str, Part | None], po
                     part.answers = result
                     note = f"{sum(a['answer'] is not None for a in result)} answers"
                 else:
-                    samples = _sample_rows(job, verify_batch(verifiers[job.batch.env], job.batch, result))
+                    samples = _sample_rows(job, verify_batch(verifiers[job.batch.env], job.batch, result, rewards))
                     part.samples += samples
                     note = f"{sum(s['passed'] for s in samples)}/{len(samples)} passed"
                 progress.finished(f"{job.label}: {note}")
@@ -281,7 +288,8 @@ def _sample_rows(job: Job, records: list[dict[str, Any]]) -> list[dict[str, Any]
             rows.append({"kind": "task", "model": job.model, "set": job.set, "mode": job.kind, "index": rec["index"],
                          "row_id": rec["id"], "task_id": rec["task_id"], "bucket": rec["bucket"], "env": rec["env"],
                          "sample_index": s["sample_index"], "response": response, "passed": s["passed"],
-                         "score": s["score"], "reasons": s["reasons"], "error": s["error"],
+                         "score": s["score"], "reward": s["reward"], "rewards": s["rewards"],
+                         "reasons": s["reasons"], "error": s["error"],
                          "end_reason": s["end_reason"], "truncated": s["truncated"],
                          "model_tokens": s["model_tokens"], "messages": s["messages"]})
     return rows

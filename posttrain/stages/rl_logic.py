@@ -30,6 +30,7 @@ from posttrain.models.loading import load_tokenizer, resolve_model
 from posttrain.report import Progress, as_progress
 from posttrain.report.tables import print_finished
 from posttrain.rl.config import LogicTrackConfig
+from posttrain.rl.rewards import reward_inputs
 from posttrain.stages.contract import Stage, StageResult, output_folder
 from posttrain.tasks import TaskRow, Verifiers, load_tasks
 from posttrain.training.arguments import trainer_arguments
@@ -67,6 +68,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
         heldout_rows, heldout_inputs = load_tasks(cfg.heldout.tasks, out / "heldout_tasks", key="heldout.tasks")
         inputs.update(heldout_inputs)
     inputs[f"model:{model_dir}"] = model_sha256(model_dir)
+    inputs.update(reward_inputs(cfg.rewards))  # your reward functions' files (each loaded once: a bad one fails now)
     if finished_run(out, STAGE_ID, settings, inputs):
         report.say(f"{out} is already trained with this config and these inputs; nothing to do")
         return StageResult.read(out, model_dir=out)

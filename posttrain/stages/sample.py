@@ -27,6 +27,7 @@ from posttrain.rejection.overlap import run_overlapped
 from posttrain.rejection.selection import SelectionConfig, select
 from posttrain.rejection.shards import ShardStore, fingerprint
 from posttrain.report import Progress, as_progress
+from posttrain.rl.rewards import CombinedReward, RewardFunctions, check_weights, reward_inputs
 from posttrain.rollout.agent_loop import AgentLoopConfig, Episode, run_episodes
 from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.sampling import SamplingConfig, SamplingParams
@@ -45,6 +46,8 @@ class SampleSettings(Schema):
     agent: AgentLoopConfig = Field(default_factory=AgentLoopConfig)
     envs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor kwargs per environment")
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    rewards: RewardFunctions = Field(default_factory=RewardFunctions, description="each sample's reward: weighted "
+                                     "verify scores plus your reward functions (selection.min_reward, best_k)")
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     batch_size: int = Field(16, ge=1, description="prompts per batch (and per shard)")
     resample_unsolved: int = Field(0, ge=0, description="a prompt none of whose samples passed gets this many more "
@@ -73,9 +76,11 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
 
     # 1. Prompts, their sampling params (per bucket) and the batches they are cut into.
     rows, inputs = load_tasks(cfg.tasks, out / "tasks")
+    check_weights(sorted({r.env for r in rows}), cfg.rewards)
     params = cfg.sampling.per_bucket({r.bucket for r in rows})
     batches = make_batches(rows, cfg.batch_size)
     inputs[f"model:{model.name}"] = model_sha256(model)
+    inputs.update(reward_inputs(cfg.rewards))
     if finished_run(out, NAME, config, inputs):
         report.say(f"{out} already holds these samples (same config and inputs); nothing to do")
         return StageResult.read(out)
@@ -90,15 +95,17 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
 
     # 3. Generate and verify, overlapped; each finished batch becomes a shard. With resample_unsolved, the prompts
     # no sample solved get a second pass of that many samples (its own shards).
-    with _Workers(cfg, model, pool, report) as workers:
+    rewards = CombinedReward(cfg.rewards) if cfg.rewards.functions or cfg.rewards.weights else None
+    with _Workers(cfg, model, pool, report, rewards) as workers:
         timing = workers.sample(store, todo, len(batches), params, cfg.seed, first_index=0)
         extra = _unsolved_pass(cfg, store, batches, params, decides, out, workers)
+    reward_stats = rewards.stats() if rewards is not None else {}
 
     # 4. Select from every shard (in batch order) and write the dataset and its manifest.
     data_rows, metrics = _assemble(store, batches, cfg.selection, extra[0] if extra else None)
     out.mkdir(parents=True, exist_ok=True)
     data_sha = write_chat_parquet(out / DATA_FILE, data_rows)
-    metrics.update(timing=timing, rollout_restarts=workers.restarts,
+    metrics.update(timing=timing, rollout_restarts=workers.restarts, reward_functions=reward_stats,
                    batches={"total": len(batches), "from_earlier_run": len(batches) - len(todo),
                             "generated": len(todo)})
     if extra:
@@ -114,8 +121,9 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
 class _Workers:
     """The rollout pool (started on first use unless one was lent) and the verifiers, for one or two passes."""
 
-    def __init__(self, cfg: SampleConfig, model: Path, pool: Any, report: Progress) -> None:
-        self.cfg, self.model, self.pool, self.report = cfg, model, pool, report
+    def __init__(self, cfg: SampleConfig, model: Path, pool: Any, report: Progress,
+                 rewards: CombinedReward | None = None) -> None:
+        self.cfg, self.model, self.pool, self.report, self.rewards = cfg, model, pool, report, rewards
         self.own_pool = pool is None
         self.restarts = 0
 
@@ -140,7 +148,7 @@ class _Workers:
                 return generate_batch(self.pool, batch, params, cfg, seed)
 
             def finish(batch: Batch, episodes: list[Episode]) -> None:
-                records = verify_batch(verifiers[batch.env], batch, episodes, first_index)
+                records = verify_batch(verifiers[batch.env], batch, episodes, self.rewards, first_index)
                 store.write(batch.index, records)
                 passed = sum(s["passed"] for r in records for s in r["samples"])
                 self.report.say(f"batch {batch.index + 1}/{total} ({batch.env}, {len(batch.rows)} prompts): "
@@ -194,24 +202,34 @@ def generate_batch(pool: Any, batch: Batch, params: dict[str, SamplingParams], c
                         env_kwargs=cfg.envs.get(batch.env))
 
 
-def verify_batch(verifier: Any, batch: Batch, episodes: list[Episode], first_index: int = 0) -> list[dict[str, Any]]:
-    """Verify a batch's episodes; one shard record per prompt, holding all its samples and their verdicts
-    (``first_index``: the sample index of each prompt's first sample, for a second pass)."""
+def verify_batch(verifier: Any, batch: Batch, episodes: list[Episode], rewards: CombinedReward | None = None,
+                 first_index: int = 0) -> list[dict[str, Any]]:
+    """Verify a batch's episodes; one shard record per prompt, holding all its samples and their verdicts (with
+    ``rewards``, each sample's combined reward and your functions' rewards; ``first_index``: the sample index of each
+    prompt's first sample, for a second pass)."""
     from posttrain.environment import VerifyResult
 
     to_check = [i for i, ep in enumerate(episodes) if ep.end_reason != "env_error"]
     verdicts: dict[int, VerifyResult] = {}
     for j, result in verifier.verify_many(episodes[i].trajectory for i in to_check):
         verdicts[to_check[j]] = result
-    records: dict[int, dict[str, Any]] = {}
     by_id = {id(row.task): row for row in batch.rows}  # run_episodes keeps each task object on its episodes
+    scored: dict[int, tuple[float, dict[str, float | None]]] = {}
+    if rewards is not None and to_check:
+        rows = [by_id[id(episodes[i].task)] for i in to_check]
+        combined = rewards.score([episodes[i] for i in to_check], [verdicts[i].score for i in to_check],
+                                 [r.env for r in rows], [r.bucket for r in rows])
+        scored = dict(zip(to_check, combined, strict=True))
+    records: dict[int, dict[str, Any]] = {}
     for i, ep in enumerate(episodes):
         row: TaskRow = by_id[id(ep.task)]
         rec = records.setdefault(row.index, {"index": row.index, "id": row.id, "bucket": row.bucket,
                                              "source": row.source, "env": row.env, "task_id": row.task.get("id"),
                                              "samples": []})
         verdict = verdicts.get(i) or VerifyResult.failure(ep.error or "the episode did not run", reason="env_error")
-        rec["samples"].append({**_sample_record(ep, verdict), "sample_index": first_index + ep.sample_index})
+        reward, parts = scored.get(i, (float(verdict.score) if rewards is None else 0.0, {}))
+        rec["samples"].append({**_sample_record(ep, verdict), "reward": reward, "rewards": parts,
+                               "sample_index": first_index + ep.sample_index})
     return [records[row.index] for row in batch.rows]
 
 

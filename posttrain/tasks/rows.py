@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,34 @@ def load_tasks(config: TasksConfig, build_dir: Path, key: str = "tasks") -> tupl
     if not rows:
         raise UserError(f"{where}: no task rows")
     _check_envs(rows, where)
+    inputs.update(task_file_inputs(rows, key))
     return rows, inputs
+
+
+PY_FILE = re.compile(r"^[^\n:]{1,4096}\.py(:[A-Za-z_][A-Za-z0-9_.]*)?$")
+
+
+def task_file_inputs(rows: list[TaskRow], key: str = "tasks") -> dict[str, str]:
+    """The code files the tasks name (tool domains in ``domain_modules``, an MCP server's script, a check function's
+    file): their content decides the verdicts, so an edited file is a new input, like an edited dataset."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and PY_FILE.match(value):
+            path = value.rsplit(":", 1)[0] if value.count(":") == 1 and not value.endswith(".py") else value
+            if path not in found and Path(path).is_file():
+                found[path] = file_sha256(Path(path))
+
+    for row in rows:
+        for field in ("domain_modules", "mcp_servers", "check"):
+            walk(row.task.get(field))
+    return {f"{key}:file:{path}": digest for path, digest in found.items()}
 
 
 def _task_row(index: int, rec: dict[str, Any], where: str) -> TaskRow:
