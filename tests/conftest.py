@@ -1,6 +1,7 @@
 """Shared fixtures: models that many test files need, built or fetched once per session.
 
 - ``tiny_model_dir``: a tiny random Llama model with a real BPE tokenizer and our chat template (built offline, ~2 s).
+- ``tiny_family(name)``: the same with another family's tokens and template (``qwen3``, ``llama3``, ``plain``).
 - ``smollm2_dir``: the real SmolLM2-135M-Instruct in bf16, fetched once into the user cache (``~/.cache/posttrain`` or
   ``$POSTTRAIN_CACHE``) and reused by later sessions.
 """
@@ -17,6 +18,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from posttrain.models.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_family(name)`` -> a tiny model of that family (``qwen3``, ``llama3``, ``plain``; see
+    posttrain.models.tiny), built once per session."""
+    from posttrain.models.tiny import make_tiny_model
+
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = make_tiny_model(tmp_path_factory.mktemp("families") / family, seed=0, family=family)
+        return built[family]
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,12 @@ the agent loop separately, since one loop plays one environment). The completion
 after the model's last token: what follows it (the template's closing newline, a final observation) conditions no
 model token, so it has no place in the loss, and ending on the model's end-of-turn token is how TRL recognises a
 finished (not truncated) completion.
+
+When the chat template rewrote earlier turns during an episode (a thinking template dropping old reasoning), the
+episode has several rows (``Episode.forked_rows``; see :mod:`posttrain.rollout.agent_loop`). TRL's GRPO takes one
+sequence per generation, so the entry is the episode's last row (the one with the final answer the reward judges):
+every trained token is trained in exactly the context the model saw, and the earlier rows' model tokens are left out
+of this step's loss (counted as ``forked_rows`` / ``forked_model_tokens`` by :func:`fork_stats`).
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ def episode_seed(seed: int, step: int, position: int) -> int:
 
 
 def play_rows(pool: Any, rows: Sequence[TaskRow], sampling: Sequence[SamplingParams], agent: AgentLoopConfig,
-              env_kwargs: Mapping[str, dict[str, Any]]) -> list[Episode]:
-    """Play ``sampling[i].n`` episodes of each row (rows may mix environments). Episodes come back in row order."""
+              env_kwargs: Mapping[str, dict[str, Any]], chat: Any = None) -> list[Episode]:
+    """Play ``sampling[i].n`` episodes of each row (rows may mix environments). Episodes come back in row order.
+    ``chat``: the model's :class:`~posttrain.models.chat.ChatFormat` (default: the pool tokenizer's own)."""
     by_env: dict[str, list[int]] = {}
     for position, row in enumerate(rows):
         by_env.setdefault(row.env, []).append(position)
@@ -41,7 +48,7 @@ def play_rows(pool: Any, rows: Sequence[TaskRow], sampling: Sequence[SamplingPar
     for env, positions in by_env.items():  # one agent loop per environment; the pool is used by one caller at a time
         episodes = iter(run_episodes(pool, env, [rows[p].task for p in positions], [sampling[p] for p in positions],
                                      max_turns=agent.max_turns, max_episode_tokens=agent.max_episode_tokens,
-                                     env_kwargs=env_kwargs.get(env)))
+                                     env_kwargs=env_kwargs.get(env), chat=chat))
         for p in positions:
             played[p] = [next(episodes) for _ in range(sampling[p].n)]
     return [ep for p in range(len(rows)) for ep in played[p]]
@@ -72,6 +79,13 @@ def trl_fields(episodes: Sequence[Episode], tokenizer: Any) -> dict[str, list[An
     return fields
 
 
+def fork_stats(episodes: Sequence[Episode]) -> dict[str, int]:
+    """How many rows the template's history rewrites cut off (and the model tokens in them), which one GRPO
+    sequence per episode leaves out of the loss."""
+    return {"forked_rows": sum(len(ep.forked_rows) for ep in episodes),
+            "forked_model_tokens": sum(sum(r.mask) for ep in episodes for r in ep.forked_rows)}
+
+
 def _render_prompt(ep: Episode, tokenizer: Any) -> list[int]:
     messages = ep.messages or ep.task.get("messages") or [{"role": "user", "content": ""}]
     text = tokenizer.apply_chat_template(messages, tools=ep.tools or None, tokenize=False, add_generation_prompt=True)
@@ -86,10 +100,12 @@ class PoolRollout:
     """
 
     def __init__(self, pool: Any, rows: Sequence[TaskRow], params: Mapping[str, SamplingParams],
-                 agent: AgentLoopConfig, env_kwargs: Mapping[str, dict[str, Any]], seed: int) -> None:
+                 agent: AgentLoopConfig, env_kwargs: Mapping[str, dict[str, Any]], seed: int,
+                 chat: Any = None) -> None:
         self.pool, self.rows, self.params, self.agent = pool, list(rows), dict(params), agent
-        self.env_kwargs, self.seed = dict(env_kwargs), seed
+        self.env_kwargs, self.seed, self.chat = dict(env_kwargs), seed, chat
         self.episodes_played = 0
+        self.forks = {"forked_rows": 0, "forked_model_tokens": 0}
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
         inputs = trainer.rollout_inputs
@@ -99,6 +115,8 @@ class PoolRollout:
         rows = [self.rows[x["row"]] for x in inputs]
         sampling = [self.params[row.bucket].with_updates(n=1, seed=episode_seed(self.seed, step, i))
                     for i, row in enumerate(rows)]
-        episodes = play_rows(self.pool, rows, sampling, self.agent, self.env_kwargs)
+        episodes = play_rows(self.pool, rows, sampling, self.agent, self.env_kwargs, self.chat)
         self.episodes_played += len(episodes)
+        for k, v in fork_stats(episodes).items():
+            self.forks[k] += v
         return {**trl_fields(episodes, self.pool.tokenizer), "episode": episodes}
