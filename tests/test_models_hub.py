@@ -34,8 +34,8 @@ def hub(tmp_path: Path, tiny_model_dir: Path, hub_cache_writer, monkeypatch: pyt
 
 
 def test_hub_ids_and_paths_are_told_apart() -> None:
-    assert looks_like_hub_id("Qwen/Qwen3-0.6B") and looks_like_hub_id("gpt2") and looks_like_hub_id("a/b@v1.0")
-    for path in ("./runs/sft", "/abs/model", "~/m", "a/b/c", "../x", "a/b@"):
+    assert looks_like_hub_id("Qwen/Qwen3-0.6B") and looks_like_hub_id("a/b@v1.0")
+    for path in ("./runs/sft", "/abs/model", "~/m", "a/b/c", "../x", "a/b@", "nowhere"):
         assert not looks_like_hub_id(path), path
     assert split_spec("org/name@abc") == ("org/name", "abc") and split_spec("org/name") == ("org/name", None)
 

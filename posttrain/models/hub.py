@@ -24,8 +24,9 @@ from posttrain.errors import UserError
 # What posttrain reads from a model repo (snapshot_download's allow_patterns).
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
 IGNORE_PATTERNS = ["original/*", "onnx/*", "*.onnx*", "coreml/*", "openvino/*"]
-# A repo id: "name" (legacy canonical models such as gpt2) or "org/name"; letters, digits, "-", "_", "." only.
-_REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
+# A repo id: "org/name"; letters, digits, "-", "_", "." only. (Legacy ids without an org, such as gpt2, redirect to
+# org ids on the Hub; a bare word is more likely a mistyped local folder, which must not start a network lookup.)
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}$")
 _SNAPSHOT = re.compile(r"(?:^|/)models--(?P<repo>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})(?:/|$)")
 
 

@@ -59,8 +59,10 @@ def pair_lengths(tokenizer: Any, pairs: list[dict[str, Any]], max_length: int) -
 
 def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]], eval_pairs: list[dict[str, Any]],
               train: DPOTrain, out: Path, resume: bool, progress: Progress,
-              round_: int) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]]]:
-    """Train ``policy_dir`` on ``pairs`` into ``out`` (checkpoints in ``out/checkpoints``, resumed when present).
+              round_: int, chat_template: str | None = None
+              ) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]]]:
+    """Train ``policy_dir`` on ``pairs`` into ``out`` (checkpoints in ``out/checkpoints``, resumed when present),
+    rendered with the policy's own chat template unless ``chat_template`` names another (saved with the model).
 
     Returns (metrics, output file hashes, the trainer's log history). Metrics hold the chosen-rejected reward margin
     and accuracy over training steps and on ``eval_pairs`` before and after training.
@@ -76,7 +78,7 @@ def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]]
     def as_dataset(rows: list[dict[str, Any]]) -> Any:
         return datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
 
-    tokenizer = load_tokenizer(policy_dir)
+    tokenizer = load_tokenizer(policy_dir, chat_template)
     lengths = pair_lengths(tokenizer, pairs, train.max_length)
     model, _ = load_model(policy_dir)
     reference = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=torch.float32)

@@ -26,7 +26,8 @@ from typing import Any
 from posttrain.config import validate
 from posttrain.errors import UserError
 from posttrain.manifest import METRICS_FILE, finished_run, model_sha256, start_fresh
-from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.models.chat import describe, load_chat
+from posttrain.models.loading import resolve_model
 from posttrain.report import Progress, as_progress
 from posttrain.report.tables import print_finished
 from posttrain.rl.config import LogicTrackConfig
@@ -72,6 +73,8 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
         return StageResult.read(out, model_dir=out)
     envs = check_tasks(rows, heldout_rows, cfg)
     params = cfg.sampling.per_bucket({r.bucket for r in rows + heldout_rows})
+    chat = load_chat(model_dir, cfg.chat_template, cfg.tool_format, source=source)  # the model's own format
+    report.say(describe(chat))
     start_fresh(out)
 
     # Imported only now, so that a bad config or task row fails before TRL, vLLM and Ray load (seconds each).
@@ -92,7 +95,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
         verifiers = stack.enter_context(Verifiers.start(cfg.verify, envs, cfg.envs))
 
         # 3. Trainer: GRPO with our rollouts, rewards, weight pushes and held-out evaluation.
-        tokenizer = load_tokenizer(model_dir)
+        tokenizer = chat.tokenizer
         model, stored_dtype = load_model(model_dir)
         train_envs = list(dict.fromkeys(row.env for row in rows))
         make_rewards = rewards or (lambda envs_, verifiers_: reward_functions(envs_, verifiers_, cfg.rewards))
@@ -103,13 +106,14 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
         if cfg.heldout is not None:
             h = cfg.heldout
             heldout = HeldOutEval(
-                lambda sampling: evaluate_rows(pool, heldout_rows, sampling, cfg.agent, cfg.envs, verifiers),
+                lambda sampling: evaluate_rows(pool, heldout_rows, sampling, cfg.agent, cfg.envs, verifiers, chat),
                 heldout_rows, params, h.every_steps, h.at_start, h.samples_per_task, h.temperature, cfg.train.seed)
             hooks.append(heldout)
+        rollout = PoolRollout(pool, rows, params, cfg.agent, cfg.envs, cfg.train.seed, chat=chat)
         trainer = LogicGRPOTrainer(
             model=model, reward_funcs=reward_funcs, args=grpo_arguments(cfg, out, reward_weights),
             train_dataset=prompt_dataset(rows), processing_class=tokenizer,
-            rollout_func=PoolRollout(pool, rows, params, cfg.agent, cfg.envs, cfg.train.seed),
+            rollout_func=rollout,
             callbacks=hooks + training_callbacks(cfg.train, out, report), weight_sync=sync,
             leave_one_out=cfg.algorithm == "rloo")
         if heldout is not None:
@@ -123,6 +127,8 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
     history = trainer.state.log_history
     metrics = track_metrics(trained, history, trainer.state.global_step, len(rows), len(heldout_rows))
     metrics["weight_sync"] = sync.stats()
+    metrics["chat"] = chat.record()
+    metrics["rollout_forks"] = rollout.forks  # rows a history-rewriting template cut off (not in GRPO's loss)
     write_outputs(out, STAGE_ID, settings, inputs, outputs, metrics, history, cfg.train.keep_checkpoints)
     if not report.forwarding:
         print_finished(NAME, out, metrics)

@@ -14,13 +14,15 @@ pool and its prompts re-queued.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from posttrain.config import Schema
 from posttrain.manifest import finished_run, model_sha256, write_manifest
+from posttrain.models.chat import describe, load_chat
 from posttrain.models.loading import resolve_model
+from posttrain.models.settings import ChatSettings
 from posttrain.rejection.metrics import BucketStats, summarize
 from posttrain.rejection.output import COLUMNS, DATA_FILE, chat_row, write_chat_parquet
 from posttrain.rejection.overlap import run_overlapped
@@ -49,13 +51,17 @@ class SampleSettings(Schema):
     batch_size: int = Field(16, ge=1, description="prompts per batch (and per shard)")
     seed: int = Field(0, description="per-prompt sampling seeds derive from it")
     resume: bool = Field(True, description="reuse finished shards in output_dir/shards (false: start over)")
+    reasoning: Literal["keep", "drop"] = Field(
+        "keep", description="the model's reasoning (<think>...</think>) in the SFT rows: keep it, or drop it and keep "
+        "only the final answers (verification always judges the final answers)")
 
 
-class SampleConfig(SampleSettings):
+class SampleConfig(SampleSettings, ChatSettings):
     """``posttrain sample`` config."""
 
     renamed = {"out": "output_dir"}
-    model: str = Field(description="HF model folder or known name (e.g. smollm2-135m-instruct)")
+    model: str = Field(description="HF model folder, Hub id (org/name[@revision]) or known name "
+                       "(e.g. smollm2-135m-instruct)")
     output_dir: Path = Field(description="output folder: data.parquet, manifest.json, shards/")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
@@ -78,15 +84,19 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
         report.say(f"{out} already holds these samples (same config and inputs); nothing to do")
         return StageResult.read(out)
 
-    # 2. Shards: what an earlier run of the same config already finished is skipped.
+    # 2. The model's chat format: its own template (or the config's) and tool-call syntax.
+    chat = load_chat(model, cfg.chat_template, cfg.tool_format, source=source)
+    report.say(describe(chat))
+
+    # 3. Shards: what an earlier run of the same config already finished is skipped.
     decides = {"model": inputs[f"model:{model.name}"], "tasks": inputs, "sampling": {b: p.model_dump() for b, p in
                params.items()}, "agent": cfg.agent.model_dump(), "envs": cfg.envs, "batch_size": cfg.batch_size,
-               "seed": cfg.seed}
+               "seed": cfg.seed, "chat": chat.record()}
     store = ShardStore(out / "shards", fingerprint(decides), resume=cfg.resume)
     todo = [b for b in batches if not store.done(b.index)]
     report.say(f"{len(rows)} prompts in {len(batches)} batches; {len(batches) - len(todo)} already done")
 
-    # 3. Generate and verify, overlapped; each finished batch becomes a shard.
+    # 4. Generate and verify, overlapped; each finished batch becomes a shard.
     timing: dict[str, Any] = {}
     restarts = 0
     if todo:
@@ -99,7 +109,7 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
         try:
             with Verifiers.start(cfg.verify, {b.env for b in todo}, cfg.envs) as verifiers:
                 def generate(batch: Batch) -> list[Episode]:
-                    return generate_batch(pool, batch, params, cfg)
+                    return generate_batch(pool, batch, params, cfg, chat)
 
                 def finish(batch: Batch, episodes: list[Episode]) -> None:
                     records = verify_batch(verifiers[batch.env], batch, episodes)
@@ -118,11 +128,11 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
                   "verify_s": round(times.finish_s, 3), "generate_waited_s": round(times.waits_s, 3),
                   "overlap_ratio": round(times.wall_s / max(times.generate_s, times.finish_s, 1e-9), 4)}
 
-    # 4. Select from every shard (in batch order) and write the dataset and its manifest.
-    data_rows, metrics = _assemble(store, batches, cfg.selection)
+    # 5. Select from every shard (in batch order) and write the dataset and its manifest.
+    data_rows, metrics = _assemble(store, batches, cfg.selection, cfg.reasoning)
     out.mkdir(parents=True, exist_ok=True)
     data_sha = write_chat_parquet(out / DATA_FILE, data_rows)
-    metrics.update(timing=timing, rollout_restarts=restarts,
+    metrics.update(timing=timing, rollout_restarts=restarts, chat=chat.record(),
                    batches={"total": len(batches), "from_earlier_run": len(batches) - len(todo),
                             "generated": len(todo)})
     write_manifest(out, {"stage": NAME, "kind": "chat", "columns": COLUMNS, "config": config, "inputs": inputs,
@@ -133,13 +143,13 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
     return StageResult.read(out)
 
 
-def generate_batch(pool: Any, batch: Batch, params: dict[str, SamplingParams],
-                   cfg: SampleConfig) -> list[Episode]:
+def generate_batch(pool: Any, batch: Batch, params: dict[str, SamplingParams], cfg: SampleConfig,
+                   chat: Any = None) -> list[Episode]:
     """N episodes per prompt of one batch; each prompt's seed comes from the run's seed and the prompt."""
     sampling = [params[row.bucket].with_updates(seed=row_seed(cfg.seed, row)) for row in batch.rows]
     return run_episodes(pool, batch.env, [row.task for row in batch.rows], sampling,
                         max_turns=cfg.agent.max_turns, max_episode_tokens=cfg.agent.max_episode_tokens,
-                        env_kwargs=cfg.envs.get(batch.env))
+                        env_kwargs=cfg.envs.get(batch.env), chat=chat)
 
 
 def verify_batch(verifier: Any, batch: Batch, episodes: list[Episode]) -> list[dict[str, Any]]:
@@ -169,13 +179,13 @@ def _sample_record(ep: Episode, verdict: Any) -> dict[str, Any]:
         "prompt_messages": prompt_messages, "passed": verdict.passed, "score": verdict.score,
         "reasons": list(verdict.reasons), "error": verdict.error, "end_reason": ep.end_reason,
         "finish_reasons": ep.finish_reasons, "truncated": bool(ep.finish_reasons) and ep.finish_reasons[-1] == "length",
-        "model_tokens": sum(ep.mask), "total_tokens": len(ep.token_ids), "exact": ep.exact,
-        "episode_error": ep.error,
+        "model_tokens": sum(sum(r.mask) for r in ep.rows), "total_tokens": sum(len(r.token_ids) for r in ep.rows),
+        "rows": len(ep.rows), "exact": ep.exact, "episode_error": ep.error,
     }
 
 
-def _assemble(store: ShardStore, batches: list[Batch],
-              selection: SelectionConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _assemble(store: ShardStore, batches: list[Batch], selection: SelectionConfig,
+              reasoning: str = "keep") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Apply the selection policy to every prompt in the shards; the kept rows (in prompt order) and the metrics."""
     stats: dict[str, BucketStats] = {}
     kept_rows: list[tuple[int, int, dict[str, Any]]] = []
@@ -186,7 +196,7 @@ def _assemble(store: ShardStore, batches: list[Batch],
             stats.setdefault(prompt["bucket"], BucketStats()).add_prompt(prompt["samples"], set(kept), dropped)
             for s in prompt["samples"]:
                 if s["sample_index"] in kept:
-                    kept_rows.append((prompt["index"], s["sample_index"], chat_row(prompt, s)))
+                    kept_rows.append((prompt["index"], s["sample_index"], chat_row(prompt, s, reasoning)))
                 elif s["error"] and len(errors) < MAX_ERROR_EXAMPLES:
                     errors.append({"id": prompt["id"], "task_id": prompt["task_id"], "sample": s["sample_index"],
                                    "reasons": s["reasons"], "error": s["error"]})
