@@ -109,15 +109,14 @@ class ChatFormat:
         if not parsed.calls or parsed.errors:  # nothing to translate (or text we must not rewrite)
             return dict(message)
         reasoning, _ = split_reasoning(message.get("content"))
-        prose = parsed.content
-        if reasoning is not None:  # keep the reasoning where the model wrote it, before the prose
-            prose = strip_reasoning(prose)
-            prose = f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{prose}".rstrip()
+        prose = strip_reasoning(parsed.content)
+        # the reasoning stays where the model wrote it, in front of the turn
+        think = f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n" if reasoning is not None else ""
         if structured and self.renders_tool_calls():
             calls = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                      for c in parsed.calls]
-            return {"role": "assistant", "content": prose, "tool_calls": calls}
-        return {"role": "assistant", "content": self.tool_format.render(prose, parsed.calls)}
+            return {"role": "assistant", "content": (think + prose).rstrip(), "tool_calls": calls}
+        return {"role": "assistant", "content": think + self.tool_format.render(prose, parsed.calls)}
 
     def model_messages(self, messages: list[Message], tools: list[dict[str, Any]] | None = None,
                        chat_template: str | None = None) -> list[Message]:

@@ -74,13 +74,14 @@ def plan_masks(chat: ChatFormat) -> MaskPlan:
 def training_rows(chat: ChatFormat, messages: list[Message], tools: list[dict[str, Any]] | None, plan: MaskPlan,
                   *, assistant_only: bool = True, where: str = "") -> list[TrainingRow]:
     """One conversation (interchange messages) -> its training rows (one, or more when ``prefix_rendering`` finds
-    a template that rewrites history). ``assistant_only`` False: one row, every token trained."""
-    view = chat.model_messages(messages, tools, plan.template)
+    a template that rewrites history). ``assistant_only`` False: one row in the model's own template, every token
+    trained."""
     tok = chat.tokenizer
-    if not assistant_only:
-        text = chat.render(view, tools, chat_template=plan.template)
+    if not assistant_only:  # every token: the model's own template, no masks needed
+        text = chat.render(chat.model_messages(messages, tools), tools)
         ids = _encode(tok, text)[0]
         return [TrainingRow(ids, [1] * len(ids))]
+    view = chat.model_messages(messages, tools, plan.template)
     if plan.method != "prefix_rendering":
         out = tok.apply_chat_template(view, tools=tools or None, tokenize=True, return_dict=True,
                                       return_assistant_tokens_mask=True, chat_template=plan.template)
