@@ -25,11 +25,36 @@ from envs.tool_calling.tasks import generate_tasks as tool_tasks
 
 pytestmark = pytest.mark.slow
 
-MAX_LEN = 1024
+MAX_LEN = 2048  # tool-calling prompts (every tool schema in the prompt) take 800-1300 tokens here
 PLAIN_TEMPLATE = (
     "{% if tools %}### tools\n{{ tools | tojson }}\nCall one with a JSON object {\"name\", \"arguments\"}.\n{% endif %}"
     "{% for m in messages %}### {{ m.role }}\n{{ m.content }}{% if m.role == 'assistant' %}<|endoftext|>{% endif %}\n"
     "{% endfor %}{% if add_generation_prompt %}### assistant\n{% endif %}")
+# Calibration needs both right and wrong answers from a random model: a reply passes when the first byte of its
+# sha256 is even (about half of them).
+PARITY_ENV = '''
+import hashlib
+from posttrain.environment import Environment, StepResult, VerifyResult
+
+
+class ParityEnv(Environment):
+    name = "parity"
+
+    def reset(self, task):
+        return [dict(m) for m in task["messages"]], []
+
+    def step(self, assistant_message):
+        return StepResult(done=True)
+
+    def verify(self, trajectory):
+        passed = hashlib.sha256(trajectory.final_answer.encode()).digest()[0] % 2 == 0
+        return VerifyResult(passed=passed, score=float(passed))
+
+    def generate_tasks(self, n, seed):
+        for i in range(n):
+            yield {"id": f"parity-{seed}-{i}", "env": __file__, "tools": [],
+                   "messages": [{"role": "user", "content": f"Tell me about the number {seed * 1000 + i}."}]}
+'''
 FAMILIES = {  # family -> (Hub id, the config's chat_template, tool format, assistant-mask method, end of turn)
     "qwen3": ("tiny-org/qwen3-thinking", None, "hermes", "trl_training_template", "<|im_end|>"),
     "llama3": ("tiny-org/llama3-json-tools", None, "llama3_json", "prefix_rendering", "<|eot_id|>"),
@@ -57,8 +82,10 @@ def data(tmp_path_factory, built_dataset_writer) -> dict[str, Path]:
                   "task": json.dumps(t), "id": t["id"]} for t in tasks]
     template = root / "plain.jinja"
     template.write_text(PLAIN_TEMPLATE)
+    (root / "parity_env.py").write_text(PARITY_ENV)
     return {"chat": built_dataset_writer(root / "chat", "chat", chats),
-            "tasks": built_dataset_writer(root / "tasks", "task", task_rows), "template": template}
+            "tasks": built_dataset_writer(root / "tasks", "task", task_rows), "template": template,
+            "parity_env": root / "parity_env.py"}
 
 
 def _reference_rendering(tokenizer_dir: Path, template: str | None) -> str:
@@ -168,8 +195,8 @@ def test_every_stage_on_a_hub_model_of_this_family(family, hub, data, tiny_famil
         cal_out = tmp_path / "calibrate"
         calibrated = run_calibrate(CalibrateConfig.model_validate({
             "model": str(rl_out), "output_dir": str(cal_out), "method": "temperature", **chat_keys,
-            "generate": {"env": "math", "n": 8, "seed": 0}, "eval_fraction": 0.5,
-            "sampling": {"eval": {"max_tokens": 12}}, "verify": {"workers": 1}}), generator=pool)
+            "generate": {"env": str(data["parity_env"]), "n": 16, "seed": 0}, "eval_fraction": 0.5,
+            "sampling": {"eval": {"max_tokens": 12, "temperature": 1.0}}, "verify": {"workers": 1}}), generator=pool)
         assert calibrated.manifest["status"] == "calibrated"
         assert calibrated.manifest["metrics"]["elicitation_before"]["no_answer"] == 0
         _renders_like_the_input(cal_out, expected)
