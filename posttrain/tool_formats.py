@@ -17,6 +17,9 @@ name           what the model writes                                         fam
                a fenced ```json block
 =============  ============================================================  =====================================
 
+A tokenizer that ships its own ``response_template`` (transformers' response parsing) and whose template shows none of
+these formats is read with transformers' ``parse_response`` (``response_template``, :class:`ResponseTemplateFormat`).
+
 Rendering goes the transformers way: the calls are given to the chat template as OpenAI ``tool_calls`` and tool
 results as ``tool`` messages, and the model's own template writes them (:mod:`posttrain.models.chat`); a format's
 :meth:`ToolFormat.render` text is used only for templates that cannot render ``tool_calls``.
@@ -279,16 +282,62 @@ class JSONFormat(_WholeTurnJSON):
         return f"{content.strip()}\n```json\n{payload}\n```" if content.strip() else payload
 
 
+class ResponseTemplateFormat(ToolFormat):
+    """The model's own parser: transformers' ``tokenizer.parse_response`` with the ``response_template`` the model
+    ships (recent repos do; TRL's ``add_response_schema`` sets one for the families it knows). Used when the template
+    shows none of the formats above but the tokenizer has one. A turn the parser refuses is one malformed call."""
+
+    name = "response_template"
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def parse(self, text: str | None) -> ParsedCalls:
+        parsed = _new_parsed()
+        try:
+            message = self.tokenizer.parse_response(text or "", prefix="")
+        except Exception as e:  # untrusted output: whatever the parser raises is this turn's format error
+            parsed.errors.append(f"tool call 1: the model's response template does not parse this turn "
+                                 f"({type(e).__name__}: {str(e)[:200]})")
+            parsed.invalid.append((text or "").strip())
+            return parsed
+        message = message if isinstance(message, dict) else {}
+        for call in message.get("tool_calls") or []:
+            fn = call.get("function", call) if isinstance(call, dict) else call
+            where = f"tool call {len(parsed.calls) + len(parsed.errors) + 1}"
+            found = _call_from({"name": fn.get("name"), "arguments": fn.get("arguments", {})}
+                               if isinstance(fn, dict) else fn, where)
+            if isinstance(found, ToolCall):
+                parsed.calls.append(found)
+            else:
+                parsed.errors.append(found)
+                parsed.invalid.append(json.dumps(fn, ensure_ascii=False) if _dumpable(fn) else str(fn))
+        content = message.get("content")
+        parsed.content = content.strip() if isinstance(content, str) else ""
+        return parsed
+
+    def render(self, content: str, calls: list[ToolCall]) -> str:
+        # Templates with a response template render OpenAI tool_calls themselves; this text is only a fallback.
+        return JSONFormat().render(content, calls)
+
+
 _FORMATS: dict[str, type[ToolFormat]] = {
     "hermes": HermesFormat, "llama3_json": Llama3JSONFormat, "mistral": MistralFormat, "json": JSONFormat,
 }
 
 
-def get_tool_format(name: str, key: str = "tool_format") -> ToolFormat:
-    """A format by name; an unknown name is a UserError naming ``key`` and the known ones."""
+def get_tool_format(name: str, key: str = "tool_format", tokenizer: Any = None) -> ToolFormat:
+    """A format by name (``response_template`` needs the ``tokenizer`` that carries one); an unknown name is a
+    UserError naming ``key`` and the known ones."""
+    if name == "response_template":
+        if tokenizer is None or getattr(tokenizer, "response_template", None) is None:
+            raise UserError(f"{key}: response_template: this tokenizer ships no response_template; choose one of: "
+                            f"{', '.join(TOOL_FORMATS)}")
+        return ResponseTemplateFormat(tokenizer)
     cls = _FORMATS.get(name)
     if cls is None:
-        raise UserError(f"{key}: unknown tool-call format {name!r}; expected one of: auto, {', '.join(TOOL_FORMATS)}")
+        raise UserError(f"{key}: unknown tool-call format {name!r}; expected one of: auto, {', '.join(TOOL_FORMATS)}, "
+                        "response_template")
     return cls()
 
 

@@ -71,7 +71,8 @@ def test_models_keep_their_own_template_and_format(tiny_model_dir, tiny_family, 
 
     from posttrain.models.chat_template import CHAT_TEMPLATE
 
-    cases = [(tiny_model_dir, None, CHAT_TEMPLATE, "hermes"), (tiny_family("qwen3"), None, qwen3_chat_template, "hermes"),
+    cases = [(tiny_model_dir, None, CHAT_TEMPLATE, "hermes"),
+             (tiny_family("qwen3"), None, qwen3_chat_template, "hermes"),
              (tiny_family("llama3"), None, llama3_2_chat_template, "llama3_json"),
              (tiny_family("plain"), str(plain_template), PLAIN_TEMPLATE, "json")]
     for folder, override, template, fmt in cases:

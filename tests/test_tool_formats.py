@@ -154,3 +154,26 @@ def test_parses_like_vllm_tool_parsers(tiny_family) -> None:
         assert theirs.tools_called
         expected = [ToolCall(c.function.name, json.loads(c.function.arguments)) for c in theirs.tool_calls]
         assert get_tool_format(fmt).parse(text).calls == expected
+
+
+def test_a_models_own_response_template_is_read_with_transformers(tiny_family) -> None:
+    """A tokenizer that ships a response_template (here TRL's for Llama 3, set by add_response_schema) is parsed with
+    transformers' parse_response when asked (or when its template shows no known format); a turn the parser refuses
+    is one malformed call, never an exception."""
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import add_response_schema
+
+    from posttrain.models.chat import chat_format
+
+    tok = add_response_schema(AutoTokenizer.from_pretrained(tiny_family("llama3")))
+    chat = chat_format(tok, "response_template")
+    assert chat.tool_format.name == "response_template"
+    good = '{"name": "add", "parameters": {"a": 1, "b": [2, 3]}}<|eot_id|>'
+    assert chat.tool_format.parse(good).calls == [ADD] == get_tool_format("llama3_json").parse(good[:-10]).calls
+    assert chat.tool_format.parse("Hello there.<|eot_id|>").content == "Hello there."
+    broken = chat.tool_format.parse('{"name": "add", "parameters": {"a": 1<|eot_id|>')
+    assert broken.calls == [] and broken.errors
+    tok.chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"  # shows no format: the parser wins
+    assert chat_format(tok).tool_format.name == "response_template"
+    with pytest.raises(UserError, match="ships no response_template"):
+        chat_format(AutoTokenizer.from_pretrained(tiny_family("llama3")), "response_template")

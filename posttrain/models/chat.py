@@ -170,8 +170,10 @@ def chat_format(tokenizer: Any, tool_format: str = "auto", *, key: str = "tool_f
 
     if tool_format == "auto":
         name = detect_tool_format(template_text(tokenizer), tokenizer.get_vocab().keys())
-        return ChatFormat(tokenizer, get_tool_format(name), "detected")
-    return ChatFormat(tokenizer, get_tool_format(tool_format, key), "config")
+        if name == "json" and getattr(tokenizer, "response_template", None) is not None:
+            name = "response_template"  # the model ships its own parser: prefer it over the plain-JSON fallback
+        return ChatFormat(tokenizer, get_tool_format(name, key, tokenizer), "detected")
+    return ChatFormat(tokenizer, get_tool_format(tool_format, key, tokenizer), "config")
 
 
 def load_chat(model_dir: Any, chat_template: str | None = None, tool_format: str = "auto", *,

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from posttrain.config import Schema
 
-ToolFormatName = Literal["auto", "hermes", "llama3_json", "mistral", "json"]
+ToolFormatName = Literal["auto", "hermes", "llama3_json", "mistral", "json", "response_template"]
 
 
 class ChatSettings(Schema):
@@ -20,4 +20,5 @@ class ChatSettings(Schema):
         "(posttrain's ChatML with tools), or one of the model's named templates")
     tool_format: ToolFormatName = Field(
         "auto", description="how the model writes tool calls: auto (read off its template), hermes (<tool_call>), "
-        "llama3_json, mistral ([TOOL_CALLS]) or json (the fallback)")
+        "llama3_json, mistral ([TOOL_CALLS]), json (the fallback) or response_template (transformers' parser with the "
+        "tokenizer's own response_template)")
