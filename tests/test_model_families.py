@@ -210,3 +210,34 @@ def test_every_stage_on_a_hub_model_of_this_family(family, hub, data, tiny_famil
         assert result.manifest["hub_models"][repo]["repo_id"] == repo
     finally:
         pool.shutdown()
+
+
+def test_the_pipeline_runs_on_a_hub_id_with_its_own_template(hub, tiny_family, tmp_path) -> None:
+    """`posttrain pipeline` (every stage: data, midtrain, sft, rs, rm, both RL tracks, merge, calibrate, eval) from
+    the command line on the Llama 3 Hub id, offline from the local cache: each stage keeps Llama 3.2's own template and
+    JSON tool format, the final model renders like the Hub model, and the manifests record the Hub commit. About six
+    minutes on 2 cores."""
+    import os
+    import subprocess
+    import sys
+
+    repo = FAMILIES["llama3"][0]
+    root = Path(__file__).resolve().parent.parent
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "HF_HOME": str(hub), "HF_HUB_OFFLINE": "1", "VLLM_CACHE_ROOT": str(tmp_path / "vllm")}
+    proc = subprocess.run([sys.executable, "-m", "posttrain.cli", "pipeline", "--config", "configs/pipeline_tiny.yaml",
+                           f"run_dir={run_dir}", f"model={repo}"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    from posttrain.manifest import read_manifest
+
+    midtrain = read_manifest(run_dir / "midtrain")
+    assert midtrain["hub_models"][repo]["commit"] == Path(midtrain["hub_models"][repo]["path"]).name
+    for stage in ("sft", "rl/logic"):
+        chat = read_manifest(run_dir / stage)["metrics"]["chat"]
+        assert chat["tool_format"] == "llama3_json" and chat["template"]["source"] == "model"
+    assert read_manifest(run_dir / "sft")["metrics"]["chat"]["assistant_mask"]["method"] == "prefix_rendering"
+    expected = _reference_rendering(tiny_family("llama3"), None)
+    for folder in ("sft", "merge", "calibrate"):
+        assert _reference_rendering(run_dir / folder, None) == expected, folder
+    assert set(read_manifest(run_dir / "eval")["metrics"]["models"]) == {"base", "sft", "merged", "final"}
