@@ -101,3 +101,11 @@ def test_cli_offline_hub_miss_exits_2_without_traceback(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "nobody/not-here" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
+
+
+def test_merge_inputs_may_be_hub_ids(hub) -> None:
+    from posttrain.merging.inputs import inspect_input
+
+    _, main, _ = hub
+    item = inspect_input(REPO, "models.0.path")
+    assert item.kind == "full" and item.path.name == main
