@@ -75,9 +75,15 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
-    """Write ``folder/manifest.json``; ``versions`` is filled in when the caller left it out."""
+    """Write ``folder/manifest.json``; ``versions`` is filled in when the caller left it out, and ``hub_models``
+    (repo id, revision, commit) for every Hugging Face Hub model the config or the inputs name."""
+    from posttrain.models.hub import hub_record
+
     manifest = dict(manifest)
     manifest.setdefault("versions", library_versions())
+    hub = hub_record([manifest.get("config"), list((manifest.get("inputs") or {}).keys())])
+    if hub:
+        manifest.setdefault("hub_models", hub)
     path = Path(folder) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, manifest)

@@ -37,11 +37,13 @@ class ToolCall:
 
 @dataclass
 class ParsedCalls:
-    """Calls found in one message, parse errors (one string per bad block), and the text outside the blocks."""
+    """Calls found in one message, parse errors (one string per bad block), and the text outside the blocks.
+    ``invalid``: the raw text of calls that did not parse, where a format keeps it (:mod:`posttrain.tool_formats`)."""
 
     calls: list[ToolCall] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     content: str = ""
+    invalid: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -60,6 +62,8 @@ def _parse_block(body: str, index: int) -> ToolCall | str:
         obj = json.loads(body, parse_constant=_reject_constant)
     except ValueError as e:  # JSONDecodeError is a ValueError
         return f"{where}: malformed JSON ({e})"
+    except RecursionError:  # nesting deeper than the decoder's stack: untrusted text must not crash the caller
+        return f"{where}: malformed JSON (nested too deeply)"
     if not isinstance(obj, dict):
         return f"{where}: expected a JSON object with 'name' and 'arguments', got {type(obj).__name__}"
     name = obj.get("name")
@@ -72,7 +76,7 @@ def _parse_block(body: str, index: int) -> ToolCall | str:
     if isinstance(args, str):  # some chat templates serialise arguments as a JSON string
         try:
             args = json.loads(args, parse_constant=_reject_constant) if args.strip() else {}
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             return f"{where} ({name}): 'arguments' is a string that is not valid JSON ({e})"
     if not isinstance(args, dict):
         return f"{where} ({name}): 'arguments' must be a JSON object, got {type(args).__name__}"

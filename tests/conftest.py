@@ -1,6 +1,7 @@
 """Shared fixtures: models that many test files need, built or fetched once per session.
 
 - ``tiny_model_dir``: a tiny random Llama model with a real BPE tokenizer and our chat template (built offline, ~2 s).
+- ``tiny_family(name)``: the same with another family's tokens and template (``qwen3``, ``llama3``, ``plain``).
 - ``smollm2_dir``: the real SmolLM2-135M-Instruct in bf16, fetched once into the user cache (``~/.cache/posttrain`` or
   ``$POSTTRAIN_CACHE``) and reused by later sessions.
 """
@@ -17,6 +18,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from posttrain.models.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_family(name)`` -> a tiny model of that family (``qwen3``, ``llama3``, ``plain``; see
+    posttrain.models.tiny), built once per session."""
+    from posttrain.models.tiny import make_tiny_model
+
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = make_tiny_model(tmp_path_factory.mktemp("families") / family, seed=0, family=family)
+        return built[family]
+
+    return get
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +84,37 @@ def _ray_down_after_module():
     ray = sys.modules.get("ray")  # only if some test imported it: importing Ray costs seconds
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+
+
+def lay_out_hub_cache(hf_home: Path, repo_id: str, model_dir: Path, commit: str | None = None,
+                      ref: str = "main") -> str:
+    """Put ``model_dir``'s files into a real Hugging Face hub cache under ``hf_home`` (what ``hf download`` leaves:
+    ``hub/models--ORG--NAME/blobs/<sha>`` files, ``snapshots/<commit>/<name>`` symlinks to them, ``refs/<ref>``
+    holding the commit) and return the commit. No hub is reachable here; with ``HF_HUB_OFFLINE=1`` huggingface_hub
+    resolves the id from this cache exactly as it would after a download."""
+    import hashlib
+    import os
+    import shutil
+
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    commit = commit or hashlib.sha1(f"{repo_id}:{ref}:{model_dir}".encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for f in sorted(p for p in model_dir.iterdir() if p.is_file() and p.name != "manifest.json"):
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        blob = repo / "blobs" / digest
+        if not blob.exists():
+            shutil.copyfile(f, blob)
+        link = snapshot / f.name
+        if not link.exists():
+            link.symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / ref).write_text(commit)
+    return commit
+
+
+@pytest.fixture(scope="session")
+def hub_cache_writer():
+    """The `lay_out_hub_cache(hf_home, repo_id, model_dir)` helper as a fixture."""
+    return lay_out_hub_cache

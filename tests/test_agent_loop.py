@@ -223,19 +223,100 @@ def test_seeded_runs_repeat_and_trl_fields_line_up(engine) -> None:
     json.dumps([ep.to_dict() for ep in a])  # serializable as is
 
 
-def test_templates_that_rewrite_earlier_turns_are_refused(engine) -> None:
-    class LastTwoOnly(Recording):  # a template that forgets old turns: not prefix-stable
-        def __init__(self, engine) -> None:
-            super().__init__(engine)
-            import copy
+class Scripted:
+    """A generator that answers every prompt with the next of ``replies`` (text + the end token), recording each
+    prompt; what a model writes is chosen, so the template's rewrites are known in advance."""
 
-            self.tokenizer = copy.deepcopy(engine.tokenizer)
-            self.tokenizer.chat_template = (
-                "{% for m in messages[-2:] %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    def __init__(self, tokenizer, replies: list[str], end: str) -> None:
+        self.tokenizer, self.max_model_len = tokenizer, 2048
+        self.replies, self.end = list(replies), tokenizer.convert_tokens_to_ids(end)
+        self.prompts: list[list[int]] = []
 
-    with pytest.raises(UserError, match="prefix"):
-        run_episodes(LastTwoOnly(engine), THIS_FILE, _tasks([3]), SamplingParams(max_tokens=4, seed=0))
+    def generate(self, prompts, sampling):
+        from posttrain.rollout.engines import Sample
+
+        out = []
+        for p in prompts:
+            self.prompts.append(list(p))
+            ids = self.tokenizer.encode(self.replies.pop(0), add_special_tokens=False) + [self.end]
+            out.append([Sample(ids, [-0.5] * len(ids), "", "stop")])
+        return out
+
+
+def _check_rows_against_prompts(ep: Episode, gen: Scripted, chat) -> None:
+    """Every prompt was the template's fresh rendering of the conversation so far, and every row holds exactly the
+    prompt ids the model was given followed by the ids it wrote."""
+    tok = chat.tokenizer
+    model_turns = [i for i, m in enumerate(ep.model_messages) if m["role"] == "assistant"]
+    assert len(gen.prompts) == len(model_turns) == ep.num_turns
+    for prompt, index in zip(gen.prompts, model_turns, strict=True):
+        expected = chat.render(ep.model_messages[:index], ep.tools, generation_prompt=True)
+        assert tok.decode(prompt, skip_special_tokens=False) == expected
+    runs = [(row, s, e) for row in ep.rows for s, e in _runs(row.mask)]
+    assert len(runs) == ep.num_turns
+    for (row, start, end), prompt in zip(runs, gen.prompts, strict=True):
+        assert row.token_ids[:start] == prompt  # the row's context is exactly what the model was conditioned on
+        assert all(lp == -0.5 for lp in row.logprobs[start:end])
+        assert all(lp == 0.0 for lp, m in zip(row.logprobs, row.mask, strict=True) if m == 0)
+    assert ep.exact
+
+
+def test_templates_that_rewrite_earlier_turns_fork_rows_token_by_token(tiny_family) -> None:
+    """Qwen3's own template drops the reasoning of turns before the latest user message: when the counter answers
+    with a user turn, the next prompt no longer extends the row, so a new row starts from the fresh rendering."""
+    from transformers import AutoTokenizer
+
+    from posttrain.models.chat import chat_format
+
+    tok = AutoTokenizer.from_pretrained(tiny_family("qwen3"))
+    chat = chat_format(tok)
+    call = '<tool_call>\n{"name": "increment", "arguments": {}}\n</tool_call>'
+    replies = [f"<think>\nturn {k}\n</think>\n\n{call}" for k in (1, 2, 3)]
+    gen = Scripted(tok, replies, "<|im_end|>")
+    [ep] = run_episodes(gen, THIS_FILE, _tasks([3]), SamplingParams(max_tokens=64), chat=chat)
+    assert ep.end_reason == "done" and ep.num_turns == 3
+    # turn 1 -> tool result (prefix-stable: the reasoning stays after the last user query), turn 2 -> a user turn,
+    # which makes turns 1-2 "before the last query": their reasoning disappears from the rendering -> fork.
+    assert len(ep.forked_rows) == 1 and [len(_runs(r.mask)) for r in ep.rows] == [2, 1]
+    first, last = ep.rows
+    assert "<think>\nturn 1\n</think>" in tok.decode(first.token_ids)
+    context = tok.decode(last.token_ids[:last.prompt_len])
+    assert "turn 1" not in context and "turn 2" not in context and context.endswith("<|im_start|>assistant\n")
+    _check_rows_against_prompts(ep, gen, chat)
+    # The environment and the verifier saw the final answers only; the episode keeps the reasoning.
+    assert all("<think>" in m["content"] for m in ep.messages if m["role"] == "assistant")
+    assert all("<think>" not in m["content"] for m in ep.trajectory.messages if m["role"] == "assistant")
+    # TRL gets the last row; the forked one is counted.
+    from posttrain.rl.rollout_func import fork_stats
+
+    fields = trl_fields([ep], tok)
+    assert fields["prompt_ids"][0] + fields["completion_ids"][0] == last.token_ids[:len(last.token_ids) - 1]
+    assert fork_stats([ep]) == {"forked_rows": 1, "forked_model_tokens": sum(first.mask)}
+
+
+def test_llama3_json_calls_are_translated_and_trimmed_turns_fork(tiny_family) -> None:
+    """Llama 3's template trims each turn: a reply the model padded with spaces renders differently once it is
+    history, so the row forks; its JSON call reaches the environment as an interchange (Hermes) call."""
+    from transformers import AutoTokenizer
+
+    from posttrain.models.chat import chat_format
+
+    tok = AutoTokenizer.from_pretrained(tiny_family("llama3"))
+    chat = chat_format(tok)
+    assert chat.tool_format.name == "llama3_json"
+    replies = ['{"name": "increment", "parameters": {}}', "  two, with spaces  "]
+    gen = Scripted(tok, replies, "<|eot_id|>")
+    [ep] = run_episodes(gen, THIS_FILE, _tasks([2]), SamplingParams(max_tokens=64), chat=chat)
+    assert ep.end_reason == "done" and ep.num_turns == 2 and ep.forked_rows == []
+    call_turn = next(m for m in ep.messages if m["role"] == "assistant")
+    assert parse_tool_calls(call_turn["content"]).calls[0].name == "increment"  # what the env parsed
+    assert json.loads(ep.messages[3]["content"])["calls"] == 1
+    _check_rows_against_prompts(ep, gen, chat)
+
+    gen = Scripted(tok, ["  padded  ", "  again  ", "done"], "<|eot_id|>")
+    [ep] = run_episodes(gen, THIS_FILE, _tasks([3]), SamplingParams(max_tokens=64), chat=chat)
+    assert ep.num_turns == 3 and len(ep.forked_rows) == 2  # each padded turn is trimmed once it is history
+    _check_rows_against_prompts(ep, gen, chat)
 
 
 def test_tool_calling_environment_end_to_end(engine) -> None:

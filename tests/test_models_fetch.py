@@ -67,15 +67,24 @@ def test_resolve_model(tiny_model_dir: Path, smollm2_dir: Path, tmp_path: Path) 
         resolve_model(tmp_path)
 
 
-def test_load_tokenizer_rejects_non_chatml_tokenizers(tmp_path: Path) -> None:
+def test_load_tokenizer_keeps_the_models_own_template(tmp_path: Path) -> None:
+    """A non-ChatML tokenizer keeps its own template; one without any template is refused naming the key that gives
+    one; posttrain's ChatML is used only when asked for (``chatml-tools``), and needs ChatML tokens."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel()
     PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>").save_pretrained(tmp_path)
-    with pytest.raises(UserError, match="ChatML special tokens"):
+    with pytest.raises(UserError, match="has no chat template.*set chat_template"):
         load_tokenizer(tmp_path)
+    own = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    tok = load_tokenizer(tmp_path, own)
+    assert tok.chat_template == own and tok.eos_token == "</s>"
+    with pytest.raises(UserError, match="chatml-tools: tokenizer lacks the ChatML special tokens"):
+        load_tokenizer(tmp_path, "chatml-tools")
+    with pytest.raises(UserError, match="file 'missing.jinja' not found"):
+        load_tokenizer(tmp_path, "missing.jinja")
 
 
 def test_cli_fetch_prints_the_folder_and_rejects_unknown_names(smollm2_dir: Path) -> None:

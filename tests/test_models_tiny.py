@@ -110,3 +110,31 @@ def test_tiny_model_loads_in_vllm_cpu_and_matches_transformers_greedy(tmp_path: 
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     vllm_ids = json.loads(lines[-1][len("RESULT "):])
     assert vllm_ids == greedy_ids(tiny_model_dir, 8)
+
+
+def test_tiny_families_carry_their_familys_tokens_and_template(tiny_family, tmp_path: Path) -> None:
+    """qwen3: Qwen3 weights, ChatML tokens plus <think>/<tool_call> and Qwen3's own template; llama3: Llama 3 header
+    tokens and Llama 3.2's own template; plain: a base model without a template."""
+    from trl.chat_template_utils import llama3_2_chat_template, qwen3_chat_template
+
+    expected = {"qwen3": ("Qwen3ForCausalLM", qwen3_chat_template, "<|im_end|>",
+                          ["<think>", "</think>", "<tool_call>"]),
+                "llama3": ("LlamaForCausalLM", llama3_2_chat_template, "<|eot_id|>",
+                           ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|python_tag|>"]),
+                "plain": ("LlamaForCausalLM", None, "<|endoftext|>", ["<|endoftext|>"])}
+    for family, (arch, template, eos, tokens) in expected.items():
+        folder = tiny_family(family)
+        tok = AutoTokenizer.from_pretrained(folder)
+        config = json.loads((folder / "config.json").read_text())
+        assert config["architectures"] == [arch] and config["head_dim"] == 32
+        assert tok.chat_template == template and tok.eos_token == eos
+        assert all(len(tok(t, add_special_tokens=False)["input_ids"]) == 1 for t in tokens)
+        generation = json.loads((folder / "generation_config.json").read_text())
+        assert tok.convert_tokens_to_ids(eos) in generation["eos_token_id"]
+    proc = subprocess.run([sys.executable, "-m", "posttrain.cli", "models", "tiny", str(tmp_path / "l"), "--family",
+                           "llama3"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert AutoTokenizer.from_pretrained(tmp_path / "l").chat_template == llama3_2_chat_template
+    bad = subprocess.run([sys.executable, "-m", "posttrain.cli", "models", "tiny", str(tmp_path / "x"), "--family",
+                          "gpt"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "expected one of chatml, qwen3, llama3, plain" in " ".join(bad.stderr.split())

@@ -157,3 +157,20 @@ def test_cli_dry_run_and_errors(tiny_model_dir, tmp_path, monkeypatch, capsys) -
     assert "--until nowhere: no such stage" in err()
     assert cli("--config", str(tmp_path / "missing.yaml")) == 2
     assert "missing.yaml: file not found" in err()
+
+
+def test_chat_template_and_tool_format_reach_every_stage(tiny_model_dir, tmp_path) -> None:
+    """The pipeline-wide chat_template and tool_format fill every section that has the keys (the RL tracks too); a
+    section's own value wins; a bad tool format names the key."""
+    template = tmp_path / "mine.jinja"
+    template.write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
+    p = planned(tmp_path, tiny_model_dir, f"chat_template={template}", "tool_format=json",
+                "eval.tool_format=hermes")
+    cfg = {s.name: s.config for s in p.stages}
+    for stage in ("midtrain", "sft", "rs", "rm", "calibrate"):
+        assert cfg[stage].chat_template == str(template), stage
+    assert cfg["sft"].tool_format == "json" and cfg["rs"].tool_format == "json"
+    assert cfg["rl"].chat["chat_template"] == str(template) and cfg["rl"].logic["tool_format"] == "json"
+    assert cfg["eval"].tool_format == "hermes" and cfg["eval"].chat_template == str(template)
+    with pytest.raises(UserError, match=r"tool_format"):
+        planned(tmp_path, tiny_model_dir, "tool_format=xml")

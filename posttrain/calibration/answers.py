@@ -39,7 +39,11 @@ class GradedAnswer:
 
     @property
     def answer_text(self) -> str:
-        return next((m.get("content") or "" for m in reversed(self.messages) if m.get("role") == "assistant"), "")
+        """The final answer of the last model turn (without its reasoning)."""
+        from posttrain.models.chat import strip_reasoning
+
+        return strip_reasoning(next((m.get("content") or "" for m in reversed(self.messages)
+                                     if m.get("role") == "assistant"), ""))
 
     @property
     def answered(self) -> bool:
@@ -55,11 +59,12 @@ class GradedAnswer:
 
 def sample_and_grade(generator: Any, rows: Sequence[TaskRow], sampling: Sequence[SamplingParams],
                      verifiers: Mapping[str, Any], *, agent: AgentLoopConfig,
-                     env_kwargs: Mapping[str, dict[str, Any]], instruction: str | None = None) -> list[GradedAnswer]:
+                     env_kwargs: Mapping[str, dict[str, Any]], instruction: str | None = None,
+                     chat: Any = None) -> list[GradedAnswer]:
     """Play ``sampling[i].n`` episodes of each row and verify them; answers in row order, samples in order.
 
     ``instruction``: appended to each task's last user message (verbalized confidence); tags are stripped before
-    verification."""
+    verification. ``chat``: the model's chat format (default: the generator tokenizer's own)."""
     by_env: dict[str, list[int]] = {}
     for position, row in enumerate(rows):
         by_env.setdefault(row.env, []).append(position)
@@ -67,7 +72,8 @@ def sample_and_grade(generator: Any, rows: Sequence[TaskRow], sampling: Sequence
     for env, positions in by_env.items():  # one agent loop and one verifier per environment
         tasks = [_task_for(rows[p].task, instruction) for p in positions]
         episodes = run_episodes(generator, env, tasks, [sampling[p] for p in positions], max_turns=agent.max_turns,
-                                max_episode_tokens=agent.max_episode_tokens, env_kwargs=env_kwargs.get(env))
+                                max_episode_tokens=agent.max_episode_tokens, env_kwargs=env_kwargs.get(env),
+                                chat=chat)
         owners = [p for p in positions for _ in range(sampling[p].n)]
         playable = [i for i, ep in enumerate(episodes) if ep.end_reason != "env_error"]
         verdicts: dict[int, VerifyResult] = {}
@@ -87,16 +93,18 @@ def _task_for(task: dict[str, Any], instruction: str | None) -> dict[str, Any]:
 
 
 def _for_verification(ep: Episode, task: dict[str, Any], instruction: str | None) -> Trajectory:
-    """The episode as the verifier should judge it: the original task, and without confidence tags."""
+    """The episode as the verifier should judge it: the original task, final answers (no reasoning), and without
+    confidence tags."""
+    judged = ep.trajectory.messages
     if instruction is None:
-        return Trajectory(task, ep.messages)
+        return Trajectory(task, judged)
     messages = [{**m, "content": strip_confidence(m.get("content") or "")} if m.get("role") == "assistant" else m
-                for m in ep.messages]
+                for m in judged]
     return Trajectory(task, messages)
 
 
 def _graded(row: TaskRow, ep: Episode, verdict: VerifyResult) -> GradedAnswer:
-    model_logprobs = [lp for lp, m in zip(ep.logprobs, ep.mask, strict=True) if m]
+    model_logprobs = [lp for row in ep.rows for lp, m in zip(row.logprobs, row.mask, strict=True) if m]
     return GradedAnswer(
         row=row, sample_index=ep.sample_index, messages=[dict(m) for m in ep.messages], tools=list(ep.tools),
         logprobs=model_logprobs, passed=bool(verdict.passed), reasons=list(verdict.reasons), error=verdict.error,

@@ -30,7 +30,8 @@ class Scores:
     stats: dict[str, Any]
 
 
-def elicit(answers: list[GradedAnswer], cfg: ElicitConfig, model: Any, tokenizer: Any, tokens: YesNoTokens) -> Scores:
+def elicit(answers: list[GradedAnswer], cfg: ElicitConfig, model: Any, tokenizer: Any, tokens: YesNoTokens,
+           chat: Any = None) -> Scores:
     """The configured elicitation on every answer. Answers the model never gave (an environment failed at reset)
     have nothing to be confident about: they get confidence 0 and are counted."""
     n = len(answers)
@@ -39,7 +40,7 @@ def elicit(answers: list[GradedAnswer], cfg: ElicitConfig, model: Any, tokenizer
     raw = np.zeros(n) if cfg.method != "p_yes" else np.full(n, -30.0)
     if cfg.method == "p_yes":
         raw[given] = p_yes_logits(model, tokenizer, [answers[i].messages for i in given], config=cfg,
-                                  tools=[answers[i].tools or None for i in given], tokens=tokens)
+                                  tools=[answers[i].tools or None for i in given], tokens=tokens, chat=chat)
         return Scores(sigmoid(raw), raw, True, stats)
     if cfg.method == "verbalized":
         conf, parsed = verbalized_confidences([answers[i].answer_text for i in given], cfg.verbalized_fallback)
@@ -63,6 +64,7 @@ class Reader:
     stored_dtype: Any  # the dtype the model folder stores its weights in (a tuned model is saved in it too)
     tokenizer: Any
     tokens: YesNoTokens
+    chat: Any = None  # the model's ChatFormat (its own template and tool-call format)
 
     def scores(self, answers: list[GradedAnswer], cfg: ElicitConfig) -> Scores:
-        return elicit(answers, cfg, self.model, self.tokenizer, self.tokens)
+        return elicit(answers, cfg, self.model, self.tokenizer, self.tokens, self.chat)

@@ -1,6 +1,7 @@
 """Confidence elicitation: how sure a model is that a proposed answer is right, three ways.
 
-* ``p_yes``: append a user turn asking "Is the proposed answer correct?" to the conversation and read the model's
+* ``p_yes``: append a user turn asking "Is the proposed answer correct?" to the conversation (rendered by the
+  model's own chat template, which may re-render the answer once a user turn follows it) and read the model's
   next-token distribution: ``P(yes) = Σ p(yes variants) / (Σ p(yes variants) + Σ p(no variants))``, where the variants
   are the single-token spellings of the words in ``yes_words`` / ``no_words``. Its logit,
   ``logsumexp(yes logits) - logsumexp(no logits)``, is what calibration tuning trains and temperature scaling rescales.
@@ -106,25 +107,57 @@ class QueryInputs:
     answer_span: tuple[int, int]
 
 
+_SENTINEL = "\x00posttrain-proposed-answer\x00"
+
+
 def query_inputs(tokenizer: Any, messages: Sequence[Message], query: str = DEFAULT_QUERY,
-                 tools: list[dict[str, Any]] | None = None) -> QueryInputs:
+                 tools: list[dict[str, Any]] | None = None, chat: Any = None) -> QueryInputs:
     """Render ``messages`` (the last one is the assistant's proposed answer) + a user turn with ``query`` + the
-    generation prompt with the chat template, tokenized as one text (so the ids are what the model would see)."""
+    generation prompt with the chat template, tokenized as one text (so the ids are what the model would see).
+
+    ``chat``: the model's :class:`~posttrain.models.chat.ChatFormat`, which puts the conversation in its own
+    format (tool calls). The answer's span is found where the rendering differs from one with a sentinel as the
+    answer, so a template that re-renders the answer once a user turn follows it (dropping its reasoning, trimming
+    it) gets the span of what the model actually reads."""
     if not messages or messages[-1].get("role") != "assistant":
         raise ValueError("the last message must be the assistant's proposed answer")
-    before = tokenizer.apply_chat_template(list(messages[:-1]), tools=tools or None, tokenize=False,
-                                           add_generation_prompt=True)
-    with_answer = tokenizer.apply_chat_template(list(messages), tools=tools or None, tokenize=False)
-    text = tokenizer.apply_chat_template([*messages, {"role": "user", "content": query}], tools=tools or None,
-                                         tokenize=False, add_generation_prompt=True)
-    if not (with_answer.startswith(before) and text.startswith(with_answer)):
-        raise UserError("the chat template does not render a conversation as a prefix of its continuation; "
-                        "p_yes elicitation needs a prefix-stable template (e.g. ChatML)")
+    view = chat.model_messages(list(messages), tools) if chat is not None else [dict(m) for m in messages]
+    question = {"role": "user", "content": query}
+
+    def render(msgs: list[Message], generation_prompt: bool) -> str:
+        return tokenizer.apply_chat_template(msgs, tools=tools or None, tokenize=False,
+                                             add_generation_prompt=generation_prompt)
+
+    text = render([*view, question], True)
+    sentinel = {"role": "assistant", "content": _SENTINEL}
+    probe = render([*view[:-1], sentinel, question], True)
+    start = _common_prefix(text, probe)
+    end = max(start, len(text) - _common_suffix(text[start:], probe[start:]))
+    alone = render([*view[:-1], sentinel], False)  # what the template writes after an answer: include it
+    closing = alone[alone.rfind(_SENTINEL) + len(_SENTINEL):] if _SENTINEL in alone else ""
+    if closing and text.startswith(closing, end):
+        end += len(closing)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = enc["offset_mapping"]
-    start = next((i for i, (a, b) in enumerate(offsets) if b > len(before)), len(offsets))
-    end = next((i for i, (a, _) in enumerate(offsets) if a >= len(with_answer)), len(offsets))
-    return QueryInputs(list(enc["input_ids"]), (start, max(start, end)))
+    first = next((i for i, (a, b) in enumerate(offsets) if b > start), len(offsets))
+    last = next((i for i, (a, _) in enumerate(offsets) if a >= end), len(offsets))
+    return QueryInputs(list(enc["input_ids"]), (first, max(first, last)))
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _common_suffix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[len(a) - 1 - i] == b[len(b) - 1 - i]:
+        i += 1
+    return i
 
 
 def yes_no_logit(last_logits: Any, tokens: YesNoTokens) -> Any:
@@ -152,7 +185,7 @@ def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, A
 
 def p_yes_logits(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Message]], *,
                  config: ElicitConfig | None = None, tools: Sequence[list[dict[str, Any]] | None] | None = None,
-                 tokens: YesNoTokens | None = None) -> np.ndarray:
+                 tokens: YesNoTokens | None = None, chat: Any = None) -> np.ndarray:
     """The logit of P(yes) for each conversation (last message: the proposed answer), in one forward pass per
     ``config.batch_size`` conversations; only the last position's logits are computed."""
     import torch
@@ -160,7 +193,8 @@ def p_yes_logits(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Me
     cfg = config or ElicitConfig()
     tokens = tokens or yes_no_tokens(tokenizer, cfg.yes_words, cfg.no_words)
     tools = list(tools) if tools is not None else [None] * len(conversations)
-    rows = [query_inputs(tokenizer, m, cfg.query, t).input_ids for m, t in zip(conversations, tools, strict=True)]
+    rows = [query_inputs(tokenizer, m, cfg.query, t, chat).input_ids
+            for m, t in zip(conversations, tools, strict=True)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     was_training = model.training

@@ -55,11 +55,11 @@ class Example:
 
 
 def build_rows(tokenizer: Any, examples: Sequence[Example], query: str,
-               max_length: int) -> tuple[list[dict[str, Any]], int]:
+               max_length: int, chat: Any = None) -> tuple[list[dict[str, Any]], int]:
     """Tokenized training rows (ids, answer span, label) and how many examples were too long to keep."""
     rows, too_long = [], 0
     for ex in examples:
-        inputs = query_inputs(tokenizer, ex.messages, query, ex.tools)
+        inputs = query_inputs(tokenizer, ex.messages, query, ex.tools, chat)
         if len(inputs.input_ids) > max_length:
             too_long += 1
             continue
@@ -138,7 +138,8 @@ def _trainer_class() -> type:
 
 
 def make_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], tokens: YesNoTokens, query: str,
-                 settings: TuningSettings, lora: LoraSettings, work_dir: Path) -> tuple[Any, dict[str, Any]]:
+                 settings: TuningSettings, lora: LoraSettings, work_dir: Path,
+                 chat: Any = None) -> tuple[Any, dict[str, Any]]:
     """A ready-to-train ``CalibrationTuningTrainer`` on ``examples`` with a fresh LoRA adapter on ``model``
     -> (trainer, data counts). Training runs in ``work_dir`` and saves no checkpoints: a few minutes of training,
     where the sampled answers are what is worth keeping."""
@@ -148,7 +149,7 @@ def make_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], tokens
 
     from posttrain.training.callbacks import training_callbacks
 
-    rows, too_long = build_rows(tokenizer, examples, query, settings.max_length)
+    rows, too_long = build_rows(tokenizer, examples, query, settings.max_length, chat)
     if not rows:
         raise UserError(f"tuning: all {len(examples)} training examples are longer than tuning.max_length="
                         f"{settings.max_length} tokens")

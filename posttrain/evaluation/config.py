@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from posttrain.config import Schema
+from posttrain.models.settings import ChatSettings
 from posttrain.preference.scorers import ScorerConfig
 from posttrain.rl.rewards import RewardFunctions
 from posttrain.rollout.agent_loop import AgentLoopConfig
@@ -67,10 +68,11 @@ class ChatEvalConfig(Schema):
         return self
 
 
-class EvalConfig(Schema):
-    """``posttrain eval`` config."""
+class EvalConfig(ChatSettings):
+    """``posttrain eval`` config (``chat_template`` and ``tool_format`` apply to every model it compares)."""
 
-    models: dict[str, str] = Field(..., description="name -> model folder (or known name), e.g. sft, chat, logic")
+    models: dict[str, str] = Field(..., description="name -> model folder, Hub id or known name, e.g. sft, chat, "
+                                   "logic")
     output_dir: Path = Field(..., description="results.json, results.md, samples.jsonl, manifest.json")
     sets: dict[str, TasksConfig] = Field(default_factory=dict, description="name -> task recipe or built task set")
     sampling: SamplingConfig = Field(

@@ -46,9 +46,14 @@ def read_json(path: Path, key: str) -> dict[str, Any]:
 
 
 def inspect_input(path: str | Path, key: str) -> MergeInput:
-    """Classify a folder: peft adapter (``adapter_config.json``) or full model (``config.json``)."""
+    """Classify a folder (or a Hub id's snapshot): peft adapter (``adapter_config.json``) or full model
+    (``config.json``)."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
+        from posttrain.models.hub import looks_like_hub_id, resolve_hub_model
+
+        if looks_like_hub_id(str(path)):  # a model or adapter on the Hugging Face Hub (through its local cache)
+            return inspect_input(resolve_hub_model(str(path), key), key)
         raise UserError(f"{key}: {folder} not found; expected a Hugging Face model folder or a peft LoRA adapter "
                         "folder")
     if (folder / ADAPTER_CONFIG).is_file():

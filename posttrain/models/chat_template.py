@@ -1,6 +1,10 @@
-"""The one chat template every posttrain model uses: SmolLM2's ChatML, extended for tools and assistant-only loss.
+"""posttrain's own ChatML template (``chatml-tools``): SmolLM2's ChatML, extended for tools and assistant-only loss.
 
-What it renders (see docs/CONTRACTS.md, "Chat template"):
+It is chosen explicitly: for SmolLM2 when it is fetched (its stock template renders no tools), for the default tiny
+test model, and for any ChatML model whose config says ``chat_template: chatml-tools``. Every other model keeps its
+own template (:mod:`posttrain.models.templates`).
+
+What it renders (see docs/CONTRACTS.md, "Models, chat templates, tool formats"):
 
 - a system block (the first message when its role is ``system``, else SmolLM2's default system prompt) that lists the
   tool schemas Hermes-style, one JSON object per line inside ``<tools></tools>``;

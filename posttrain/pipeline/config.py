@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from posttrain.config import Schema, apply_overrides, read_yaml, validate
 from posttrain.errors import UserError
+from posttrain.models.settings import ToolFormatName
 from posttrain.training.settings import Reporter
 
 
@@ -49,9 +50,15 @@ class PipelineConfig(Schema):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     run_dir: Path = Field(description="one folder per stage, the summary and the plots go here")
-    model: str = Field(description="the starting model: a Hugging Face folder or a known name")
+    model: str = Field(description="the starting model: a Hugging Face folder, a Hub id (org/name[@revision]) or a "
+                       "known name")
     report_to: list[Reporter] | None = Field(
         None, description="set train.report_to of every training stage (tensorboard, wandb, trackio)")
+    chat_template: str | None = Field(
+        None, description="set chat_template of every stage (a .jinja file, Jinja text or chatml-tools); default: "
+        "each model's own template")
+    tool_format: ToolFormatName | None = Field(
+        None, description="set tool_format of every stage; default: read off each model's template")
     plugins: list[str] = Field(default_factory=list, description="modules or .py files that register more stages")
 
     @model_validator(mode="before")

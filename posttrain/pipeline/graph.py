@@ -118,8 +118,10 @@ def plan(cfg: PipelineConfig, source: str) -> Plan:
         before = dict(w.products)
         if control.enabled:
             own = _substitute(own, w.products, where)
-            if cfg.report_to is not None:
-                _set_report_to(stage, own, list(cfg.report_to))
+            for key, value in (("report_to", cfg.report_to), ("chat_template", cfg.chat_template),
+                               ("tool_format", cfg.tool_format)):
+                if value is not None:
+                    _set_everywhere(stage, own, key, value)
             own.setdefault("output_dir", str(w.run_dir / stage.name))
             stage.wire(own, w)  # type: ignore[misc]
             step.config = validate(stage.schema, own, where)
@@ -151,16 +153,17 @@ def _substitute(value: Any, products: dict[str, str], where: str, key: str = "")
     return value
 
 
-# ------------------------------------------------------------------------------------------------------- report_to
-def _set_report_to(stage: Stage, own: dict[str, Any], value: list[str]) -> None:
-    """The pipeline's ``report_to`` goes to every training section that has the key (a section's own value wins);
-    a section that is another stage's config (rl's ``chat`` and ``logic``) is filled by that stage's schema."""
+# ------------------------------------------------------------------------ report_to, chat_template, tool_format
+def _set_everywhere(stage: Stage, own: dict[str, Any], key: str, value: Any) -> None:
+    """A pipeline-wide key (``report_to``, ``chat_template``, ``tool_format``) goes to every section that has it (a
+    section's own value wins); a section that is another stage's config (rl's ``chat`` and ``logic``) is filled by
+    that stage's schema."""
     from posttrain.stages import stage as registered
 
-    _fill(own, stage.schema, "report_to", value)
+    _fill(own, stage.schema, key, value)
     for section, other in stage.nested.items():
         if isinstance(own.get(section), dict):
-            _fill(own[section], registered(other).schema, "report_to", value)
+            _fill(own[section], registered(other).schema, key, value)
 
 
 def _fill(data: dict[str, Any], schema: type[BaseModel], key: str, value: Any) -> None:

@@ -60,8 +60,10 @@ def pair_lengths(tokenizer: Any, pairs: list[dict[str, Any]], max_length: int) -
 
 def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]], eval_pairs: list[dict[str, Any]],
               train: DPOTrain, out: Path, resume: bool, progress: Progress, round_: int,
-              lora: LoraSettings | None = None) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]]]:
-    """Train ``policy_dir`` on ``pairs`` into ``out`` (checkpoints in ``out/checkpoints``, resumed when present).
+              lora: LoraSettings | None = None, chat_template: str | None = None
+              ) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]]]:
+    """Train ``policy_dir`` on ``pairs`` into ``out`` (checkpoints in ``out/checkpoints``, resumed when present),
+    rendered with the policy's own chat template unless ``chat_template`` names another (saved with the model).
 
     With ``lora`` a fresh adapter trains on the policy and is merged into the saved weights (the next round starts
     from them); when the reference is the policy itself, the reference is the policy with the adapter switched off,
@@ -81,7 +83,7 @@ def train_dpo(policy_dir: Path, reference_dir: Path, pairs: list[dict[str, Any]]
     def as_dataset(rows: list[dict[str, Any]]) -> Any:
         return datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
 
-    tokenizer = load_tokenizer(policy_dir)
+    tokenizer = load_tokenizer(policy_dir, chat_template)
     lengths = pair_lengths(tokenizer, pairs, train.max_length)
     model, _ = load_model(policy_dir, lora)
     same = Path(reference_dir).resolve() == Path(policy_dir).resolve()

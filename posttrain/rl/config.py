@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from posttrain.config import Schema
+from posttrain.models.settings import ChatSettings
 from posttrain.rl.rewards import RewardSettings
 from posttrain.rollout.agent_loop import AgentLoopConfig
 from posttrain.rollout.config import RolloutConfig
@@ -112,10 +113,10 @@ class DynamicSampling(Schema):
                                     "a freshly drawn prompt's group; what is still flat after the last is kept")
 
 
-class LogicTrackConfig(Schema):
+class LogicTrackConfig(ChatSettings):
     """``posttrain rl-logic`` config: GRPO/RLOO on environment tasks with verifiable rewards."""
 
-    model: str = Field(description="the starting model: HF folder or known name (smollm2-135m-instruct)")
+    model: str = Field(description="the starting model: HF folder, Hub id or known name (smollm2-135m-instruct)")
     output_dir: Path
     tasks: TasksConfig = Field(description="training prompts: a task recipe or a built task dataset")
     heldout: HeldOutSettings | None = None

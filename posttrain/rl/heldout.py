@@ -25,10 +25,12 @@ from posttrain.tasks import TaskRow
 
 
 def evaluate_rows(pool: Any, rows: Sequence[TaskRow], sampling: Sequence[SamplingParams], agent: AgentLoopConfig,
-                  env_kwargs: Mapping[str, dict[str, Any]], verifiers: Mapping[str, Any]) -> dict[str, float]:
-    """Play and verify every row; the metrics above (without the ``heldout/`` prefix)."""
+                  env_kwargs: Mapping[str, dict[str, Any]], verifiers: Mapping[str, Any],
+                  chat: Any = None) -> dict[str, float]:
+    """Play and verify every row (in the model's chat format ``chat``); the metrics above (without the
+    ``heldout/`` prefix)."""
     started = time.perf_counter()
-    episodes = play_rows(pool, rows, sampling, agent, env_kwargs)
+    episodes = play_rows(pool, rows, sampling, agent, env_kwargs, chat)
     row_of = [row for row, params in zip(rows, sampling, strict=True) for _ in range(params.n)]
     scores: dict[str, list[tuple[float, bool]]] = {}
     for env in dict.fromkeys(row.env for row in rows):

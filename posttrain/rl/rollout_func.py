@@ -11,6 +11,12 @@ the agent loop separately, since one loop plays one environment). The completion
 after the model's last token: what follows it (the template's closing newline, a final observation) conditions no
 model token, so it has no place in the loss, and ending on the model's end-of-turn token is how TRL recognises a
 finished (not truncated) completion.
+
+When the chat template rewrote earlier turns during an episode (a thinking template dropping old reasoning), the
+episode has several rows (``Episode.forked_rows``; see :mod:`posttrain.rollout.agent_loop`). TRL's GRPO takes one
+sequence per generation, so the entry is the episode's last row (the one with the final answer the reward judges):
+every trained token is trained in exactly the context the model saw, and the earlier rows' model tokens are left out
+of this step's loss (counted as ``forked_rows`` / ``forked_model_tokens`` by :func:`fork_stats`).
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ def episode_seed(seed: int, step: int, position: int) -> int:
 
 
 def play_rows(pool: Any, rows: Sequence[TaskRow], sampling: Sequence[SamplingParams], agent: AgentLoopConfig,
-              env_kwargs: Mapping[str, dict[str, Any]]) -> list[Episode]:
-    """Play ``sampling[i].n`` episodes of each row (rows may mix environments). Episodes come back in row order."""
+              env_kwargs: Mapping[str, dict[str, Any]], chat: Any = None) -> list[Episode]:
+    """Play ``sampling[i].n`` episodes of each row (rows may mix environments). Episodes come back in row order.
+    ``chat``: the model's :class:`~posttrain.models.chat.ChatFormat` (default: the pool tokenizer's own)."""
     by_env: dict[str, list[int]] = {}
     for position, row in enumerate(rows):
         by_env.setdefault(row.env, []).append(position)
@@ -42,7 +49,7 @@ def play_rows(pool: Any, rows: Sequence[TaskRow], sampling: Sequence[SamplingPar
     for env, positions in by_env.items():  # one agent loop per environment; the pool is used by one caller at a time
         episodes = iter(run_episodes(pool, env, [rows[p].task for p in positions], [sampling[p] for p in positions],
                                      max_turns=agent.max_turns, max_episode_tokens=agent.max_episode_tokens,
-                                     env_kwargs=env_kwargs.get(env)))
+                                     env_kwargs=env_kwargs.get(env), chat=chat))
         for p in positions:
             played[p] = [next(episodes) for _ in range(sampling[p].n)]
     return [ep for p in range(len(rows)) for ep in played[p]]
@@ -73,6 +80,13 @@ def trl_fields(episodes: Sequence[Episode], tokenizer: Any) -> dict[str, list[An
     return fields
 
 
+def fork_stats(episodes: Sequence[Episode]) -> dict[str, int]:
+    """How many rows the template's history rewrites cut off (and the model tokens in them), which one GRPO
+    sequence per episode leaves out of the loss."""
+    return {"forked_rows": sum(len(ep.forked_rows) for ep in episodes),
+            "forked_model_tokens": sum(sum(r.mask) for ep in episodes for r in ep.forked_rows)}
+
+
 def _render_prompt(ep: Episode, tokenizer: Any) -> list[int]:
     messages = ep.messages or ep.task.get("messages") or [{"role": "user", "content": ""}]
     text = tokenizer.apply_chat_template(messages, tools=ep.tools or None, tokenize=False, add_generation_prompt=True)
@@ -101,10 +115,11 @@ class PoolRollout:
 
     def __init__(self, pool: Any, rows: Sequence[TaskRow], params: Mapping[str, SamplingParams],
                  agent: AgentLoopConfig, env_kwargs: Mapping[str, dict[str, Any]], seed: int,
-                 refill: Refill | None = None) -> None:
+                 refill: Refill | None = None, chat: Any = None) -> None:
         self.pool, self.rows, self.params, self.agent = pool, list(rows), dict(params), agent
-        self.env_kwargs, self.seed, self.refill = dict(env_kwargs), seed, refill
+        self.env_kwargs, self.seed, self.refill, self.chat = dict(env_kwargs), seed, refill, chat
         self.episodes_played = 0
+        self.forks = {"forked_rows": 0, "forked_model_tokens": 0}
         self.stats = {"groups": 0, "zero_variance": 0, "refilled": 0, "kept_zero_variance": 0}
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
@@ -125,8 +140,7 @@ class PoolRollout:
         sampling counts)."""
         sampling = [self.params[self.rows[r].bucket].with_updates(n=1, seed=episode_seed(self.seed, step, i))
                     for i, r in enumerate(row_indices)]
-        episodes = play_rows(self.pool, [self.rows[r] for r in row_indices], sampling, self.agent, self.env_kwargs)
-        self.episodes_played += len(episodes)
+        episodes = self._play([self.rows[r] for r in row_indices], sampling)
         played = list(zip(row_indices, episodes, strict=True))
         counts: dict[str, int] = {}
         if self.refill is not None:
@@ -134,6 +148,13 @@ class PoolRollout:
             for key, value in counts.items():
                 self.stats[key] += value
         return played, counts
+
+    def _play(self, rows: list[TaskRow], sampling: list[SamplingParams]) -> list[Episode]:
+        episodes = play_rows(self.pool, rows, sampling, self.agent, self.env_kwargs, self.chat)
+        self.episodes_played += len(episodes)
+        for key, value in fork_stats(episodes).items():
+            self.forks[key] += value
+        return episodes
 
     def fields(self, played: list[tuple[int, Episode]]) -> dict[str, list[Any]]:
         rows = [self.rows[r] for r, _ in played]
@@ -163,8 +184,7 @@ class PoolRollout:
             rows = [draw.randrange(len(self.rows)) for _ in flat]
             sampling = [self.params[self.rows[r].bucket].with_updates(
                 n=group, seed=episode_seed(self.seed, step, 1_000_000 * (attempt + 1) + k)) for k, r in enumerate(rows)]
-            fresh = play_rows(self.pool, [self.rows[r] for r in rows], sampling, self.agent, self.env_kwargs)
-            self.episodes_played += len(fresh)
+            fresh = self._play([self.rows[r] for r in rows], sampling)
             counts["refilled"] += len(flat)
             for k, (i, r) in enumerate(zip(flat, rows, strict=True)):
                 groups[i] = [(r, ep) for ep in fresh[k * group:(k + 1) * group]]

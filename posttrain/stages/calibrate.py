@@ -47,7 +47,9 @@ from posttrain.calibration.tuning import TuningSettings
 from posttrain.config import Schema
 from posttrain.errors import UserError
 from posttrain.manifest import METRICS_FILE, finished_run, model_sha256, start_fresh
-from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.models.chat import describe, load_chat
+from posttrain.models.loading import resolve_model
+from posttrain.models.settings import ChatSettings
 from posttrain.report import Progress, as_progress
 from posttrain.rl.config import RLTrain
 from posttrain.rollout.agent_loop import AgentLoopConfig
@@ -91,10 +93,10 @@ class GuardSettings(Schema):
                                      "accuracy falls by more than this; a negative value demands a gain")
 
 
-class CalibrateConfig(Schema):
+class CalibrateConfig(ChatSettings):
     """``posttrain calibrate`` config."""
 
-    model: str = Field(description="HF model folder or known name (e.g. smollm2-135m-instruct)")
+    model: str = Field(description="HF model folder, Hub id or known name (e.g. smollm2-135m-instruct)")
     output_dir: Path
     method: Method = "tuning"
     tasks: TasksConfig | None = Field(None, description="a task recipe or a built task dataset ...")
@@ -169,11 +171,14 @@ def run_calibrate(cfg: CalibrateConfig, source: str = "config", progress: Progre
     eval_rows, fit_rows = split_rows(rows, cfg.eval_fraction, cfg.seed)
     report.say(f"{len(rows)} task rows: {len(eval_rows)} held out for the report, {len(fit_rows)} for {cfg.method}")
 
-    # 2. Workers: answers come from the generator, grades from the verifiers, confidences from the model read here.
-    tokenizer = load_tokenizer(model_dir)
+    # 2. Workers: answers come from the generator, grades from the verifiers, confidences from the model read here,
+    #    all in the model's own chat format (or the config's template and tool format).
+    chat = load_chat(model_dir, cfg.chat_template, cfg.tool_format, source=source)
+    report.say(describe(chat))
+    tokenizer = chat.tokenizer
     tokens = yes_no_tokens(tokenizer, cfg.elicitation.yes_words, cfg.elicitation.no_words, key="elicitation")
-    with Workers(cfg, model_dir, generator, {r.env for r in rows}, report) as workers:
-        reader = Reader(*load_model(model_dir), tokenizer=tokenizer, tokens=tokens)
+    with Workers(cfg, model_dir, generator, {r.env for r in rows}, report, chat) as workers:
+        reader = Reader(*load_model(model_dir), tokenizer=tokenizer, tokens=tokens, chat=chat)
         start_fresh(out)  # only now, with every input checked and the workers up: a late error keeps a finished run
 
         # 3. Before: the input model's answers on the eval split, graded, with their confidences.
@@ -203,8 +208,8 @@ class Workers:
     """The rollout generator and one verifier pool per environment, started together and always shut down."""
 
     def __init__(self, cfg: CalibrateConfig, model_dir: Path, generator: Any, envs: set[str],
-                 report: Progress) -> None:
-        self.cfg, self.model_dir, self.envs, self.say = cfg, model_dir, sorted(envs), report.say
+                 report: Progress, chat: Any = None) -> None:
+        self.cfg, self.model_dir, self.envs, self.say, self.chat = cfg, model_dir, sorted(envs), report.say, chat
         self.generator, self.own_generator = generator, generator is None
         self.verifiers = Verifiers()
 
@@ -237,7 +242,7 @@ class Workers:
         self.say(f"{what}: answering {len(rows)} rows x {params[0].n if params else 0} ...")
         started = time.perf_counter()
         answers = sample_and_grade(self.generator, rows, params, self.verifiers, agent=cfg.agent, env_kwargs=cfg.envs,
-                                   instruction=instruction)
+                                   instruction=instruction, chat=self.chat)
         self.say(f"{what}: {sum(a.passed for a in answers)}/{len(answers)} answers correct "
                  f"({time.perf_counter() - started:.0f} s)")
         return answers
@@ -327,7 +332,7 @@ def by_tuning(run: Calibration) -> MethodResult:
     write_answers(out / "report" / "answers_train.jsonl", answers)
     run.report.say(f"tuning on {len(examples)} graded answers ({sum(e.correct for e in examples)} correct)")
     trainer, counts = make_trainer(reader.model, reader.tokenizer, examples, reader.tokens, cfg.elicitation.query,
-                                   cfg.tuning, cfg.lora, out / "work")
+                                   cfg.tuning, cfg.lora, out / "work", chat=reader.chat)
     trained, _ = fit(trainer, out / "work", resume=False)
     training = {**training_metrics(trained, {}, trainer.state.log_history, trainer.state.global_step), **counts}
     details = {"training": training, "train_answers": len(answers), "output": cfg.tuning.output}
@@ -336,7 +341,7 @@ def by_tuning(run: Calibration) -> MethodResult:
         adapter = out / "candidate_adapter"
         tuned = trainer.accelerator.unwrap_model(trainer.model).eval()
         tuned.save_pretrained(adapter)
-        with_adapter = Reader(tuned, reader.stored_dtype, reader.tokenizer, reader.tokens)
+        with_adapter = Reader(tuned, reader.stored_dtype, reader.tokenizer, reader.tokens, reader.chat)
         return MethodResult(run.before, with_adapter.scores(run.before, cfg.elicitation), None, 1.0, details,
                             adapter=adapter)
     candidate = out / "candidate"
@@ -346,7 +351,8 @@ def by_tuning(run: Calibration) -> MethodResult:
     run.workers.load_weights(candidate)
     tuned, _ = load_model(candidate)  # the saved artifact (in its stored dtype) is what gets judged
     after = run.workers.answers(run.eval_rows, cfg.sampling.eval, "eval split, after")
-    after_scores = Reader(tuned, reader.stored_dtype, reader.tokenizer, reader.tokens).scores(after, cfg.elicitation)
+    after_scores = Reader(tuned, reader.stored_dtype, reader.tokenizer, reader.tokens,
+                          reader.chat).scores(after, cfg.elicitation)
     return MethodResult(after, after_scores, candidate, 1.0, details)
 
 
@@ -364,7 +370,8 @@ def by_rlcr(run: Calibration) -> MethodResult:
     track = {"model": str(workers.model_dir), "output_dir": str(candidate), "tasks": {"recipe": str(recipe)},
              "algorithm": "grpo", "train": cfg.rlcr.train.model_dump(), "sampling": cfg.rlcr.sampling.model_dump(),
              "agent": cfg.agent.model_dump(), "rollout": cfg.rollout.model_dump(), "envs": cfg.envs,
-             "verify": cfg.verify.model_dump(), "resume": False}
+             "verify": cfg.verify.model_dump(), "resume": False, "chat_template": cfg.chat_template,
+             "tool_format": cfg.tool_format}
     run.report.say(f"rlcr: GRPO on {len(run.fit_rows)} prompts, reward = correct - (confidence - correct)^2")
     trained = run_logic_track(track, "rlcr", run.report.for_stage("rl-logic"), pool=workers.generator,
                               rewards=lambda envs, verifiers: rlcr_rewards(verifiers))
@@ -423,6 +430,8 @@ def finish(run: Calibration, result: MethodResult) -> None:
         output_model = "calibrated model"
     else:
         weights = place_model(run.model_dir, out, move=False)
+        if cfg.chat_template is not None:  # the input's files, with the template the run used (as a trained one has)
+            run.reader.tokenizer.save_pretrained(out)
         if not guard.passed:
             output_model = "INPUT model kept: the accuracy guard failed and the calibrated candidate was discarded"
         elif result.adapter is not None:

@@ -126,7 +126,8 @@ def run_eval(cfg: EvalConfig, source: str = "config", progress: Progress | None 
                "rollout": cfg.rollout.model_dump(exclude={"resources", "max_chunk_failures"}),
                "chat": cfg.chat.sampling.model_dump() if cfg.chat else None,
                "chat_prompts": [p["id"] for p in chat_prompts],
-               "rewards": cfg.rewards.model_dump() if cfg.rewards is not None else None}
+               "rewards": cfg.rewards.model_dump() if cfg.rewards is not None else None,
+               "chat_format": {"chat_template": cfg.chat_template, "tool_format": cfg.tool_format}}
     prints = {name: fingerprint({**decides, "model": inputs[f"model:{name}"]}) for name in models}
     parts = {name: read_part(out / "parts" / name, prints[name]) if cfg.resume else None for name in models}
     order = load_order(models, Path(workers.model_path) if workers is not None else None)
@@ -223,9 +224,13 @@ def _generate_all(cfg: EvalConfig, plan: Plan, parts: dict[str, Part | None], po
     """Run every job: generation in this thread (switching models as the jobs do), verification and the writing of
     finished parts in the background, so batch i is verified while batch i+1 generates. Returns how each model got
     into the workers ("weights" or "started") and its generation seconds."""
-    from posttrain.models.loading import load_tokenizer
+    from posttrain.models.chat import load_chat
 
     jobs, models, params = plan.jobs, plan.models, plan.params
+    # Each model's own chat format (or the config's template and tool format), checked before any worker starts.
+    chats = {name: load_chat(models[name], cfg.chat_template, cfg.tool_format, source=f"eval: models.{name}")
+             for name in dict.fromkeys(job.model for job in jobs)}
+
     loaded: dict[str, str] = {}
     seconds: dict[str, float] = {}
     envs = {job.batch.env for job in jobs if job.batch is not None}
@@ -243,7 +248,7 @@ def _generate_all(cfg: EvalConfig, plan: Plan, parts: dict[str, Part | None], po
                 loaded.setdefault(job.model, how)
                 if job.batch is None:
                     assert cfg.chat is not None
-                    result = answer_prompts(pool, load_tokenizer(models[job.model]), plan.chat_prompts,
+                    result = answer_prompts(pool, chats[job.model].tokenizer, plan.chat_prompts,
                                             cfg.chat.sampling, cfg.seed)
                 else:
                     seed = cfg.seed + (PASS_AT_K_SEED if job.kind == PASS_AT_K else 0)
@@ -252,7 +257,7 @@ def _generate_all(cfg: EvalConfig, plan: Plan, parts: dict[str, Part | None], po
                     result = run_episodes(pool, job.batch.env, [row.task for row in job.batch.rows], sampling,
                                           max_turns=cfg.agent.max_turns,
                                           max_episode_tokens=cfg.agent.max_episode_tokens,
-                                          env_kwargs=cfg.envs.get(job.batch.env))
+                                          env_kwargs=cfg.envs.get(job.batch.env), chat=chats[job.model])
                 seconds[job.model] = round(seconds.get(job.model, 0.0) + time.perf_counter() - started, 3)
                 return result
 

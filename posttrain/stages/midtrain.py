@@ -65,7 +65,7 @@ def run_midtrain(cfg: MidtrainStageConfig, source: str = "config", progress: Pro
     resume_point(out, run, cfg.resume)  # checkpoints of another run: refused now, before any work
 
     # 2. Documents -> token ids, each ended by the document separator; report what packing will cut.
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir, cfg.chat_template, key=f"{source}: chat_template", need_template=False)
     docs = tokenized_documents(dataset, cfg.data / "data.parquet", tokenizer)
     lengths = [len(ids) for ids in docs["input_ids"]]
     cut = 0 if cfg.train.packing and cfg.train.packing_strategy != "bfd" else sum(

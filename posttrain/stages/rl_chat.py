@@ -38,6 +38,7 @@ from posttrain.manifest import (
 )
 from posttrain.models.folders import replace_with_model
 from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.models.settings import ChatSettings
 from posttrain.preference.data import load_prompts, resolve_data, split_held_out
 from posttrain.preference.dpo import DPOTrain, train_dpo
 from posttrain.preference.pairs import build_pairs
@@ -89,10 +90,10 @@ class WinRateConfig(Schema):
     tie_tolerance: float = Field(0.0, ge=0)
 
 
-class ChatTrackConfig(Schema):
-    """``posttrain rl-chat`` config."""
+class ChatTrackConfig(ChatSettings):
+    """``posttrain rl-chat`` config (``tool_format`` is not used: pairs and prompts are rendered as written)."""
 
-    model: str = Field(..., description="the SFT model: a folder or a known name")
+    model: str = Field(..., description="the SFT model: a folder, Hub id or known name")
     output_dir: Path
     seed: int = 0
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of prompts held out from all training")
@@ -171,7 +172,7 @@ def run_chat_track(config: ChatTrackConfig, source: str = "config", progress: Pr
             track.pool, own_pool = RolloutPool.from_config(track.sft_dir, config.rollout), True
         elif workers is not None:
             workers.update_weights_from_path(track.sft_dir)
-        track.tokenizer = load_tokenizer(track.sft_dir)
+        track.tokenizer = load_tokenizer(track.sft_dir, config.chat_template, key=f"{source}: chat_template")
 
         # 3. The SFT model's answers to the held-out prompts, once: every round's win rate compares against them.
         track.reference = _reference_answers(track) if track.held_prompts else []
@@ -260,7 +261,8 @@ def run_round(track: Track, r: int, round_dir: Path, policy: Path) -> dict[str, 
         reference_dir = policy if train.reference == "round_start" else track.sft_dir
         report.say(f"round {r}: DPO on {len(pairs)} pairs", round_=r)
         dpo, outputs, history = train_dpo(policy, reference_dir, pairs, track.offline_eval, train, model_dir,
-                                          config.resume, report, r, lora=config.lora)
+                                          config.resume, report, r, lora=config.lora,
+                                          chat_template=config.chat_template)
         summary.update(model_dir=_rel(out, model_dir), trained=True, dpo=dpo)
         if track.pool is not None:
             track.pool.update_weights_from_path(model_dir)

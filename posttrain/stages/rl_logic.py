@@ -26,7 +26,8 @@ from typing import Any
 from posttrain.config import validate
 from posttrain.errors import UserError
 from posttrain.manifest import METRICS_FILE, finished_run, model_sha256
-from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.models.chat import describe, load_chat
+from posttrain.models.loading import resolve_model
 from posttrain.report import Progress, as_progress
 from posttrain.report.tables import print_finished
 from posttrain.rl.config import LogicTrackConfig
@@ -75,8 +76,10 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
     envs = check_tasks(rows, heldout_rows, cfg)
     params = cfg.sampling.per_bucket({r.bucket for r in rows + heldout_rows})
     check_lora(cfg.lora, model_dir, f"{source}: lora")
+    chat = load_chat(model_dir, cfg.chat_template, cfg.tool_format, source=source)  # the model's own format
     run = RunIdentity(STAGE_ID, settings, inputs)
     resume_point(out, run, cfg.resume)  # checkpoints of another run: refused before any worker starts
+    report.say(describe(chat))
 
     # Imported only now, so that a bad config or task row fails before TRL, vLLM and Ray load (seconds each).
     from posttrain.rl.ahead import AheadRollout
@@ -102,7 +105,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
         on_rollout_thread = thread.run if thread is not None else (lambda job: job())
 
         # 3. Trainer: GRPO with our rollouts, rewards, weight pushes and held-out evaluation.
-        tokenizer = load_tokenizer(model_dir)
+        tokenizer = chat.tokenizer
         model, stored_dtype = load_model(model_dir, cfg.lora)
         train_envs = list(dict.fromkeys(row.env for row in rows))
         make_rewards = rewards or (lambda envs_, verifiers_: reward_functions(envs_, verifiers_, cfg.rewards))
@@ -116,7 +119,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
         if cfg.dynamic_sampling is not None:
             refill = Refill(cfg.dynamic_sampling.max_rounds, verify=verify, score=lambda eps: combined_rewards(
                 eps, reward_funcs, reward_weights, [ep.env for ep in eps]))
-        play = PoolRollout(pool, rows, params, cfg.agent, cfg.envs, cfg.train.seed, refill=refill)
+        play = PoolRollout(pool, rows, params, cfg.agent, cfg.envs, cfg.train.seed, refill=refill, chat=chat)
         ahead = AheadRollout(play, thread, cfg.max_staleness, verify) if thread is not None else None
         sync = WeightSync(pool, dtype=stored_dtype, mode=cfg.weight_push,
                           send=thread.send_push if thread is not None else None)
@@ -126,7 +129,7 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
             h = cfg.heldout
             heldout = HeldOutEval(
                 lambda sampling: on_rollout_thread(
-                    lambda: evaluate_rows(pool, heldout_rows, sampling, cfg.agent, cfg.envs, verifiers)),
+                    lambda: evaluate_rows(pool, heldout_rows, sampling, cfg.agent, cfg.envs, verifiers, chat)),
                 heldout_rows, params, h.every_steps, h.at_start, h.samples_per_task, h.temperature, cfg.train.seed)
             hooks.append(heldout)
         trainer = LogicGRPOTrainer(
@@ -153,6 +156,8 @@ def run_logic_track(config: LogicTrackConfig | dict[str, Any], source: str = "co
     if refill is not None:
         metrics["dynamic_sampling"] = {**play.stats, "zero_variance_fraction": round(
             play.stats["zero_variance"] / play.stats["groups"], 4) if play.stats["groups"] else None}
+    metrics["chat"] = chat.record()
+    metrics["rollout_forks"] = play.forks  # rows a history-rewriting template cut off (not in GRPO's loss)
     write_outputs(out, STAGE_ID, settings, inputs, outputs, metrics, history, cfg.train.keep_checkpoints)
     if not report.forwarding:
         print_finished(NAME, out, metrics)

@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import Field
 
-from posttrain.config import Schema
 from posttrain.errors import UserError
 from posttrain.manifest import finished_run
 from posttrain.models.loading import load_tokenizer, resolve_model
+from posttrain.models.settings import ChatSettings
 from posttrain.preference.data import resolve_data, split_held_out
 from posttrain.preference.scorers import reward_scores
 from posttrain.preference.training import PairTrainSettings, log_series, summarize
@@ -52,10 +52,10 @@ class RMTrain(PairTrainSettings):
                                 "and after; held-out pairs are always measured in full")
 
 
-class RMStageConfig(Schema):
-    """``posttrain rm`` config."""
+class RMStageConfig(ChatSettings):
+    """``posttrain rm`` config (``tool_format`` is not used: pairs are rendered as they are written)."""
 
-    model: str = Field(..., description="A Hugging Face model folder or a known name (usually the SFT model).")
+    model: str = Field(..., description="A Hugging Face model folder, Hub id or known name (usually the SFT model).")
     data: Path = Field(..., description="A preference dataset folder (`posttrain data build`) or a recipe .yaml.")
     output_dir: Path
     lora: LoraSettings | None = Field(None, description="train a LoRA adapter (and the score head) instead of every "
@@ -88,7 +88,7 @@ def run_rm(cfg: RMStageConfig, source: str = "config", progress: Progress | None
     resume_point(out, run, cfg.resume)  # checkpoints of another run: refused now, before any work
 
     # 2. Pairs: tokenized as the trainer would (chat template over prompt + answer); too-long pairs counted, left out.
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir, cfg.chat_template, key=f"{source}: chat_template")
     rows = dataset.to_list()
     pairs, too_long = tokenize_pairs(rows, tokenizer, cfg.train.max_length)
     if too_long:

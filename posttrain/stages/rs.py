@@ -28,6 +28,7 @@ from posttrain.errors import UserError
 from posttrain.manifest import finished_run, model_sha256, read_manifest, write_manifest
 from posttrain.models.folders import link_folder
 from posttrain.models.loading import resolve_model
+from posttrain.models.settings import ChatSettings
 from posttrain.report import Progress, as_progress
 from posttrain.report.tables import print_rows
 from posttrain.rollout.config import RolloutConfig
@@ -54,11 +55,11 @@ class RoundSFTConfig(Schema):
     lora: LoraSettings | None = None
 
 
-class RSConfig(Schema):
+class RSConfig(ChatSettings):
     """``posttrain rs`` config."""
 
     renamed = {"out": "output_dir"}
-    model: str = Field(description="the starting policy: HF model folder or known name")
+    model: str = Field(description="the starting policy: HF model folder, Hub id or known name")
     output_dir: Path = Field(description="round_<i>/ folders, model -> the last round's model, manifest.json")
     rounds: int = Field(1, ge=1)
     skip_solved: int | None = Field(None, ge=1, description="a prompt verified this many times in earlier rounds is "
@@ -114,7 +115,7 @@ def run_rs(cfg: RSConfig, source: str = "config", progress: Progress | None = No
                 if left.rows == 0:
                     rounds.append({"round": i, "stopped": f"every prompt verified {cfg.skip_solved}+ times"})
                     break
-            data = run_sample(SampleConfig(**settings, model=str(policy), output_dir=folder / "data",
+            data = run_sample(SampleConfig(**settings, **_chat(cfg), model=str(policy), output_dir=folder / "data",
                                            rollout=cfg.rollout), progress=report, pool=pool).manifest
             kept = data["metrics"]["rows"]
             if kept == 0:
@@ -153,9 +154,14 @@ def _check_sft(cfg: RSConfig) -> None:
                         "rollout workers; set sft.lora.merge: true")
 
 
+def _chat(cfg: RSConfig) -> dict[str, Any]:
+    """The chat settings every round's sample and SFT use (the SFT saves the template with its model)."""
+    return {"chat_template": cfg.chat_template, "tool_format": cfg.tool_format}
+
+
 def _run_sft(cfg: RSConfig, policy: Path, folder: Path, report: Progress) -> Path:
     sft = SFTStageConfig(model=str(policy), data=folder / "data", output_dir=folder / "model", train=cfg.sft.train,
-                         lora=cfg.sft.lora)
+                         lora=cfg.sft.lora, **_chat(cfg))
     return run_sft(sft, source="rs config: sft", progress=report.for_stage("sft")).output_dir
 
 
@@ -166,8 +172,8 @@ def _heldout(cfg: RSConfig, pool: Any, policy: Path, out: Path, report: Progress
     settings.update(tasks=cfg.heldout.tasks.model_dump(), seed=cfg.heldout.seed, resample_unsolved=0)
     if cfg.heldout.sampling is not None:
         settings["sampling"] = cfg.heldout.sampling.model_dump()
-    sampled = run_sample(SampleConfig(**settings, model=str(policy), output_dir=out, rollout=cfg.rollout),
-                         progress=report, pool=pool)
+    sampled = run_sample(SampleConfig(**settings, **_chat(cfg), model=str(policy), output_dir=out,
+                                      rollout=cfg.rollout), progress=report, pool=pool)
     return _sample_summary(sampled.manifest)
 
 

@@ -14,13 +14,15 @@ pool and its prompts re-queued.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from posttrain.config import Schema
 from posttrain.manifest import finished_run, model_sha256, write_manifest
+from posttrain.models.chat import describe, load_chat
 from posttrain.models.loading import resolve_model
+from posttrain.models.settings import ChatSettings
 from posttrain.rejection.metrics import BucketStats, summarize
 from posttrain.rejection.output import COLUMNS, DATA_FILE, chat_row, write_chat_parquet
 from posttrain.rejection.overlap import run_overlapped
@@ -54,13 +56,17 @@ class SampleSettings(Schema):
                                    "(one more pass over only those prompts, seeded apart); 0: off")
     seed: int = Field(0, description="per-prompt sampling seeds derive from it")
     resume: bool = Field(True, description="reuse finished shards in output_dir/shards (false: start over)")
+    reasoning: Literal["keep", "drop"] = Field(
+        "keep", description="the model's reasoning (<think>...</think>) in the SFT rows: keep it, or drop it and keep "
+        "only the final answers (verification always judges the final answers)")
 
 
-class SampleConfig(SampleSettings):
+class SampleConfig(SampleSettings, ChatSettings):
     """``posttrain sample`` config."""
 
     renamed = {"out": "output_dir"}
-    model: str = Field(description="HF model folder or known name (e.g. smollm2-135m-instruct)")
+    model: str = Field(description="HF model folder, Hub id (org/name[@revision]) or known name "
+                       "(e.g. smollm2-135m-instruct)")
     output_dir: Path = Field(description="output folder: data.parquet, manifest.json, shards/")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
@@ -85,28 +91,32 @@ def run_sample(cfg: SampleConfig, source: str = "config", progress: Progress | N
         report.say(f"{out} already holds these samples (same config and inputs); nothing to do")
         return StageResult.read(out)
 
-    # 2. Shards: what an earlier run of the same config already finished is skipped.
+    # 2. The model's chat format: its own template (or the config's) and tool-call syntax.
+    chat = load_chat(model, cfg.chat_template, cfg.tool_format, source=source)
+    report.say(describe(chat))
+
+    # 3. Shards: what an earlier run of the same config already finished is skipped.
     decides = {"model": inputs[f"model:{model.name}"], "tasks": inputs, "sampling": {b: p.model_dump() for b, p in
                params.items()}, "agent": cfg.agent.model_dump(), "envs": cfg.envs, "batch_size": cfg.batch_size,
-               "seed": cfg.seed}
+               "seed": cfg.seed, "chat": chat.record()}
     store = ShardStore(out / "shards", fingerprint(decides), resume=cfg.resume)
     todo = [b for b in batches if not store.done(b.index)]
     report.say(f"{len(rows)} prompts in {len(batches)} batches; {len(batches) - len(todo)} already done")
 
-    # 3. Generate and verify, overlapped; each finished batch becomes a shard. With resample_unsolved, the prompts
+    # 4. Generate and verify, overlapped; each finished batch becomes a shard. With resample_unsolved, the prompts
     # no sample solved get a second pass of that many samples (its own shards).
     rewards = CombinedReward(cfg.rewards) if cfg.rewards.functions or cfg.rewards.weights else None
-    with _Workers(cfg, model, pool, report, rewards) as workers:
+    with _Workers(cfg, model, pool, report, rewards, chat) as workers:
         timing = workers.sample(store, todo, len(batches), params, cfg.seed, first_index=0)
         extra = _unsolved_pass(cfg, store, batches, params, decides, out, workers)
     reward_stats = rewards.stats() if rewards is not None else {}
 
-    # 4. Select from every shard (in batch order) and write the dataset and its manifest.
-    data_rows, metrics = _assemble(store, batches, cfg.selection, extra[0] if extra else None)
+    # 5. Select from every shard (in batch order) and write the dataset and its manifest.
+    data_rows, metrics = _assemble(store, batches, cfg.selection, extra[0] if extra else None, cfg.reasoning)
     out.mkdir(parents=True, exist_ok=True)
     data_sha = write_chat_parquet(out / DATA_FILE, data_rows)
     metrics.update(timing=timing, rollout_restarts=workers.restarts, reward_functions=reward_stats,
-                   batches={"total": len(batches), "from_earlier_run": len(batches) - len(todo),
+                   chat=chat.record(), batches={"total": len(batches), "from_earlier_run": len(batches) - len(todo),
                             "generated": len(todo)})
     if extra:
         metrics["resample_unsolved"] = extra[1]
@@ -122,8 +132,9 @@ class _Workers:
     """The rollout pool (started on first use unless one was lent) and the verifiers, for one or two passes."""
 
     def __init__(self, cfg: SampleConfig, model: Path, pool: Any, report: Progress,
-                 rewards: CombinedReward | None = None) -> None:
+                 rewards: CombinedReward | None = None, chat: Any = None) -> None:
         self.cfg, self.model, self.pool, self.report, self.rewards = cfg, model, pool, report, rewards
+        self.chat = chat
         self.own_pool = pool is None
         self.restarts = 0
 
@@ -145,7 +156,7 @@ class _Workers:
             self.pool = RolloutPool.from_config(self.model, cfg.rollout)
         with Verifiers.start(cfg.verify, {b.env for b in todo}, cfg.envs) as verifiers:
             def generate(batch: Batch) -> list[Episode]:
-                return generate_batch(self.pool, batch, params, cfg, seed)
+                return generate_batch(self.pool, batch, params, cfg, seed, self.chat)
 
             def finish(batch: Batch, episodes: list[Episode]) -> None:
                 records = verify_batch(verifiers[batch.env], batch, episodes, self.rewards, first_index)
@@ -193,13 +204,13 @@ def _unsolved_pass(cfg: SampleConfig, store: ShardStore, batches: list[Batch], p
 
 
 def generate_batch(pool: Any, batch: Batch, params: dict[str, SamplingParams], cfg: SampleConfig,
-                   seed: int | None = None) -> list[Episode]:
+                   seed: int | None = None, chat: Any = None) -> list[Episode]:
     """N episodes per prompt of one batch; each prompt's seed comes from the run's seed and the prompt."""
     seed = cfg.seed if seed is None else seed
     sampling = [params[row.bucket].with_updates(seed=row_seed(seed, row)) for row in batch.rows]
     return run_episodes(pool, batch.env, [row.task for row in batch.rows], sampling,
                         max_turns=cfg.agent.max_turns, max_episode_tokens=cfg.agent.max_episode_tokens,
-                        env_kwargs=cfg.envs.get(batch.env))
+                        env_kwargs=cfg.envs.get(batch.env), chat=chat)
 
 
 def verify_batch(verifier: Any, batch: Batch, episodes: list[Episode], rewards: CombinedReward | None = None,
@@ -240,13 +251,13 @@ def _sample_record(ep: Episode, verdict: Any) -> dict[str, Any]:
         "prompt_messages": prompt_messages, "passed": verdict.passed, "score": verdict.score,
         "reasons": list(verdict.reasons), "error": verdict.error, "end_reason": ep.end_reason,
         "finish_reasons": ep.finish_reasons, "truncated": bool(ep.finish_reasons) and ep.finish_reasons[-1] == "length",
-        "model_tokens": sum(ep.mask), "total_tokens": len(ep.token_ids), "exact": ep.exact,
-        "episode_error": ep.error,
+        "model_tokens": sum(sum(r.mask) for r in ep.rows), "total_tokens": sum(len(r.token_ids) for r in ep.rows),
+        "rows": len(ep.rows), "exact": ep.exact, "episode_error": ep.error,
     }
 
 
 def _assemble(store: ShardStore, batches: list[Batch], selection: SelectionConfig,
-              again: ShardStore | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+              again: ShardStore | None = None, reasoning: str = "keep") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Apply the selection policy to every prompt in the shards (and its second-pass samples, ``again``); the kept
     rows (in prompt order) and the metrics. pass@k counts the first pass only (every prompt's n samples)."""
     stats: dict[str, BucketStats] = {}
@@ -262,7 +273,7 @@ def _assemble(store: ShardStore, batches: list[Batch], selection: SelectionConfi
                 prompt["samples"], {k for k in kept if k in first}, {k: v for k, v in dropped.items() if k in first})
             for s in samples:
                 if s["sample_index"] in kept:
-                    kept_rows.append((prompt["index"], s["sample_index"], chat_row(prompt, s)))
+                    kept_rows.append((prompt["index"], s["sample_index"], chat_row(prompt, s, reasoning)))
                 elif s["error"] and len(errors) < MAX_ERROR_EXAMPLES:
                     errors.append({"id": prompt["id"], "task_id": prompt["task_id"], "sample": s["sample_index"],
                                    "reasons": s["reasons"], "error": s["error"]})

@@ -1,9 +1,11 @@
 """Supervised fine-tuning: a built chat dataset -> a fine-tuned model folder (full weights, merged LoRA, or adapter).
 
-The recipe, top to bottom: resolve the model and the dataset; check every row (a bad row is an error naming it, never
-a silent drop) and measure its length; split off an eval set; train with TRL's ``SFTTrainer`` on the conversational
-``messages`` (+ ``tools``) format with assistant-only loss, optional packing and LoRA; save the model, ``metrics.jsonl``
-and ``manifest.json``. A finished run with the same config and inputs is a no-op; a killed run resumes from its newest
+The recipe, top to bottom: resolve the model (folder, known name or Hub id) and the dataset; load the model's chat
+format (its own template unless ``chat_template`` names another; its tool-call format); check every row (a bad row
+is an error naming it, never a silent drop); split off an eval set; render each conversation in the model's format
+with its assistant-only loss mask (:mod:`posttrain.models.masks`) and measure its length; train with TRL's
+``SFTTrainer`` on those rows, with optional packing and LoRA; save the model with its template, ``metrics.jsonl`` and
+``manifest.json``. A finished run with the same config and inputs is a no-op; a killed run resumes from its newest
 checkpoint.
 """
 
@@ -18,7 +20,8 @@ from pydantic import Field
 from posttrain.data.formats import ROLES
 from posttrain.errors import UserError
 from posttrain.manifest import finished_run
-from posttrain.models.loading import load_tokenizer
+from posttrain.models.chat import ChatFormat, describe, load_chat
+from posttrain.models.masks import MaskPlan, plan_masks, stop_token_trained, training_rows
 from posttrain.report import Progress, as_progress
 from posttrain.report.tables import print_finished
 from posttrain.stages.contract import Stage, StageResult, output_folder, trainer_inputs, training_summary
@@ -33,7 +36,8 @@ NAME = "sft"
 
 
 class SFTTrain(TrainSettings):
-    assistant_only_loss: bool = Field(True, description="Train only on assistant tokens (incl. their <|im_end|>).")
+    assistant_only_loss: bool = Field(True, description="Train only on assistant tokens (incl. their end of turn); "
+                                      "how they are found depends on the chat template (docs/training.md).")
 
 
 class SFTStageConfig(DatasetStageConfig):
@@ -61,34 +65,55 @@ def run_sft(cfg: SFTStageConfig, source: str = "config", progress: Progress | No
     run = RunIdentity(NAME, config, inputs)
     resume_point(out, run, cfg.resume)  # checkpoints of another run: refused now, before any work
 
-    # 2. Rows: checked one by one, tools decoded for the chat template, lengths measured so truncation is reported.
-    tokenizer = load_tokenizer(model_dir)
-    rows = chat_rows(dataset, cfg.data / "data.parquet", cfg.train.assistant_only_loss)
-    lengths = conversation_lengths(rows, tokenizer)
+    # 2. The model's own chat format (or the config's template and tool format), and how its assistant tokens are
+    #    found for the loss (the template's {% generation %} markers, TRL's training variant, or prefix rendering).
+    chat = load_chat(model_dir, cfg.chat_template, cfg.tool_format, source=source)
+    report.say(describe(chat))
+    where = cfg.data / "data.parquet"
+    rows = chat_rows(dataset, where, cfg.train.assistant_only_loss)
+    if any(t != "[]" for t in rows["tools"]):
+        chat.check_tools(f"{source}: chat_template", f"rows of {where}")
+    plan = plan_masks(chat)
+    if cfg.train.assistant_only_loss:
+        report.say(f"assistant-only loss: {plan.method} ({plan.detail})")
+        if not stop_token_trained(chat, plan):
+            report.say("warning: the chat template writes no end-of-turn token inside the assistant turn, so the "
+                       "model may not learn to stop; give a chat_template whose assistant turns end with one")
+
+    # 3. Rows: each conversation split off for eval or kept for training, then rendered and masked in the model's
+    #    format (a template that rewrites history yields several rows per conversation); lengths are reported.
+    train_convs, eval_convs = split_eval(rows, cfg.train.eval_fraction, cfg.train.seed)
+    train_rows, split_train = tokenized_rows(chat, train_convs, plan, cfg.train.assistant_only_loss, where)
+    eval_rows = tokenized_rows(chat, eval_convs, plan, cfg.train.assistant_only_loss, where)[0] \
+        if eval_convs is not None else None
+    lengths = [len(ids) for ids in train_rows["input_ids"]] + (
+        [len(ids) for ids in eval_rows["input_ids"]] if eval_rows is not None else [])
     truncated = sum(n > cfg.train.max_length for n in lengths)
     if truncated:
-        report.say(f"warning: {truncated} of {len(lengths)} conversations are longer than train.max_length="
+        report.say(f"warning: {truncated} of {len(lengths)} training rows are longer than train.max_length="
                    f"{cfg.train.max_length} tokens and will be truncated (longest: {max(lengths)})")
-    train_rows, eval_rows = split_eval(rows, cfg.train.eval_fraction, cfg.train.seed)
+    if split_train:
+        report.say(f"{split_train} conversations were split into several rows: the chat template rewrites earlier "
+                   "turns (e.g. drops old reasoning), so each turn is trained in the context the template shows it")
 
-    # 3. Model and trainer: TRL's SFTTrainer; LoRA through peft when configured.
+    # 4. Model and trainer: TRL's SFTTrainer on the rendered rows (labels from our masks); LoRA through peft.
     model, stored_dtype = load_model(model_dir, cfg.lora)
-    args = sft_arguments(cfg.train, out, evaluate=eval_rows is not None,
-                         assistant_only_loss=cfg.train.assistant_only_loss)
+    args = sft_arguments(cfg.train, out, evaluate=eval_rows is not None, assistant_only_loss=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
-                         processing_class=tokenizer, peft_config=peft_config(cfg.lora),
+                         processing_class=chat.tokenizer, peft_config=peft_config(cfg.lora),
                          callbacks=training_callbacks(cfg.train, out, report))
 
-    # 4. Train (resuming this run's newest complete checkpoint; only now is the old manifest removed), evaluate.
+    # 5. Train (resuming this run's newest complete checkpoint; only now is the old manifest removed), evaluate.
     trained, eval_metrics = fit(trainer, out, cfg.resume, run)
 
-    # 5. Outputs: the model and tokenizer, metrics.jsonl, the manifest, a summary table.
-    outputs = save_model(trainer, out, tokenizer, cfg.lora, stored_dtype)
+    # 6. Outputs: the model and tokenizer (with its chat template: its own or the config's), metrics.jsonl, manifest.
+    outputs = save_model(trainer, out, chat.tokenizer, cfg.lora, stored_dtype)
     if not trainer.is_world_process_zero():
         return StageResult(out, {}, out)
     metrics = training_metrics(trained, eval_metrics, trainer.state.log_history, trainer.state.global_step)
     metrics.update(rows_train=len(train_rows), rows_eval=len(eval_rows) if eval_rows is not None else 0,
-                   rows_truncated=truncated, dataset_tokens=sum(lengths))
+                   rows_truncated=truncated, dataset_tokens=sum(lengths), conversations_split=split_train,
+                   chat={**chat.record(), "assistant_mask": plan.record() if cfg.train.assistant_only_loss else None})
     write_outputs(out, NAME, config, inputs, outputs, metrics, trainer.state.log_history, cfg.train.keep_checkpoints)
     print_finished(NAME, out, metrics)
     return StageResult.read(out, model_dir=out)
@@ -135,13 +160,20 @@ def _row_problem(messages: Any, tools: Any, need_assistant: bool) -> str | None:
     return None
 
 
-def conversation_lengths(rows: Any, tokenizer: Any) -> list[int]:
-    """Token count of each rendered conversation (what training sees before truncation)."""
-    texts = [
-        tokenizer.apply_chat_template(messages, tools=json.loads(tools) or None, tokenize=False)
-        for messages, tools in zip(rows["messages"], rows["tools"], strict=True)
-    ]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+def tokenized_rows(chat: ChatFormat, rows: Any, plan: MaskPlan, assistant_only: bool, where: Path) -> tuple[Any, int]:
+    """Conversations -> a Dataset of ``input_ids`` + ``assistant_masks`` in the model's own format (TRL builds the
+    labels from the masks), and how many conversations became more than one row."""
+    import datasets
+
+    ids, masks, split = [], [], 0
+    for i, (messages, tools) in enumerate(zip(rows["messages"], rows["tools"], strict=True)):
+        parts = training_rows(chat, messages, json.loads(tools) or None, plan, assistant_only=assistant_only,
+                              where=f"{where}: row {i}: ")
+        split += len(parts) > 1
+        for part in parts:
+            ids.append(part.input_ids)
+            masks.append(part.assistant_masks)
+    return datasets.Dataset.from_dict({"input_ids": ids, "assistant_masks": masks}), split
 
 
 STAGE = Stage(NAME, SFTStageConfig, run_sft,

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from posttrain.config import Schema
+from posttrain.models.settings import ChatSettings
 
 Reporter = Literal["tensorboard", "wandb", "trackio"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"]
@@ -79,10 +80,11 @@ class TrainSettings(TrainerSettings, Batches, Checkpoints):
     eval_steps: PositiveInt | None = Field(None, description="Evaluate every N steps; the end of training always is.")
 
 
-class DatasetStageConfig(Schema):
+class DatasetStageConfig(ChatSettings):
     """The config of a stage that trains a model on one built dataset (midtrain, sft); it adds its ``train``."""
 
-    model: str = Field(..., description="A Hugging Face model folder or a known name (smollm2-135m-instruct).")
+    model: str = Field(..., description="A Hugging Face model folder, a Hub id (org/name[@revision]) or a known name "
+                       "(smollm2-135m-instruct).")
     data: Path = Field(..., description="A dataset folder written by `posttrain data build`, of the stage's kind.")
     output_dir: Path
     lora: LoraSettings | None = None
