@@ -118,8 +118,10 @@ def test_domains_from_the_env_setting_a_module_name_and_a_subclass(counter_file,
     from examples.tools.library import Library, LibraryEnv
 
     assert LibraryEnv().domains["library"] is Library
+    plain = tmp_path / "no_domains.py"  # a module that imports fine but defines no Domain subclass
+    plain.write_text("VALUE = 1\n")
     with pytest.raises(UserError, match="defines no tool domain"):
-        ToolCallingEnv(domains=[str(ROOT / "examples" / "stages" / "model_card.py")])
+        ToolCallingEnv(domains=[str(plain)])
 
 
 def test_bad_domains_are_clear_errors(tmp_path) -> None:
