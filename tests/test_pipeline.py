@@ -1,7 +1,11 @@
-"""`posttrain pipeline` end to end on the tiny model with configs/pipeline_tiny.yaml: every stage runs for real (data
-build, midtrain, SFT, rejection sampling with transformers workers under local Ray, reward model, both RL tracks at
-once, merge, calibration, eval); the run folder holds each stage's folder and manifest, the resolved stage configs,
-fingerprint records, the summary and the plots; a second run skips everything."""
+"""`posttrain pipeline` end to end with configs/pipeline_tiny.yaml: every stage runs for real (data build, midtrain,
+SFT, rejection sampling with transformers workers under local Ray, reward model, both RL tracks at once, merge,
+calibration, eval); the run folder holds each stage's folder and manifest, the resolved stage configs, fingerprint
+records, the summary and the plots; a second run skips everything.
+
+The model is named by a Hub id (a tiny Llama 3 with Llama 3.2's own template and JSON tool calls) resolved offline
+from a local Hugging Face cache, as a user's `model: meta-llama/...` would be: every stage keeps that template and
+tool format, and the manifests record the Hub commit. One run covers both (a second pipeline run costs two minutes)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from posttrain.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "configs" / "pipeline_tiny.yaml"
+REPO = "tiny-org/llama3-json-tools"
 STAGE_FOLDERS = {"midtrain": "midtrain", "sft": "sft", "rs": "rs", "rm": "rm", "rl": "rl", "merge": "merge",
                  "calibrate": "calibrate", "eval": "eval"}
 
@@ -33,12 +38,35 @@ def statuses(summary: dict) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def hub_model(tiny_family, hub_cache_writer, tmp_path_factory: pytest.TempPathFactory):
+    """The Hub id, resolvable offline in this module (also in the pipeline subprocesses, which inherit the env)."""
+    home = tmp_path_factory.mktemp("hf_home")
+    hub_cache_writer(home, REPO, tiny_family("llama3"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HOME", str(home))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield REPO
+
+
+@pytest.fixture(scope="module")
+def tiny_run(hub_model: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     run_dir = tmp_path_factory.mktemp("pipeline") / "run"
-    return run_dir, run(run_dir, tiny_model_dir)
+    return run_dir, run(run_dir, hub_model)
 
 
-def test_every_stage_writes_its_folder_manifest_config_and_record(tiny_run, tiny_model_dir, tmp_path) -> None:
+def _rendering(tokenizer_dir: Path | str) -> str:
+    """How a folder's (or the Hub model's) template renders a tool conversation."""
+    from transformers import AutoTokenizer
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 1 and 2."},
+                {"role": "assistant", "content": "3"}, {"role": "user", "content": "Thanks."}]
+    tool = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object",
+                                                                                                  "properties": {}}}}
+    return AutoTokenizer.from_pretrained(tokenizer_dir).apply_chat_template(
+        messages, tools=[tool], tokenize=False, add_generation_prompt=True)
+
+
+def test_every_stage_writes_its_folder_manifest_config_and_record(tiny_run, tiny_family, tmp_path) -> None:
     from posttrain.pipeline.state import HashCache
     from posttrain.stages.sft import SFTStageConfig
 
@@ -63,7 +91,20 @@ def test_every_stage_writes_its_folder_manifest_config_and_record(tiny_run, tiny
     evaluated = json.loads((run_dir / "eval" / "results.json").read_text())
     assert [row["model"] for row in evaluated["rows"]] == ["base", "sft", "merged", "final"]
     assert evaluated["models"]["final"]["path"] == str(run_dir / "calibrate")
-    assert evaluated["models"]["base"]["path"] == str(tiny_model_dir)
+    assert "/models--tiny-org--llama3-json-tools/snapshots/" in evaluated["models"]["base"]["path"]  # resolved Hub id
+
+    # The Hub model's own template and tool format went through every stage; the manifests name its commit.
+    from posttrain.manifest import read_manifest
+
+    midtrain = read_manifest(run_dir / "midtrain")
+    assert midtrain["hub_models"][REPO]["commit"] == Path(midtrain["hub_models"][REPO]["path"]).name
+    for stage in ("sft", "rl/logic"):
+        chat = read_manifest(run_dir / stage)["metrics"]["chat"]
+        assert chat["tool_format"] == "llama3_json" and chat["template"]["source"] == "model"
+    assert read_manifest(run_dir / "sft")["metrics"]["chat"]["assistant_mask"]["method"] == "prefix_rendering"
+    expected = _rendering(tiny_family("llama3"))
+    for folder in ("sft", "merge", "calibrate"):
+        assert _rendering(run_dir / folder) == expected, folder
 
     # Each stage's resolved config runs on its own with its own command's schema.
     alone = load_config(SFTStageConfig, run_dir / "pipeline" / "sft.yaml")
@@ -105,10 +146,10 @@ def test_summary_and_plots(tiny_run) -> None:
         assert f"({on_disk['plots'][name]})" in markdown
 
 
-def test_a_second_run_skips_every_stage_and_touches_nothing(tiny_run, tiny_model_dir) -> None:
+def test_a_second_run_skips_every_stage_and_touches_nothing(tiny_run, hub_model) -> None:
     run_dir, first = tiny_run
     manifests = {p: p.stat().st_mtime_ns for p in run_dir.rglob("manifest.json")}
-    again = run(run_dir, tiny_model_dir)
+    again = run(run_dir, hub_model)
     assert statuses(again) == {s: "skipped" for s in ("data", *STAGE_FOLDERS)}
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("manifest.json")} == manifests
     assert [r["metrics"] for r in again["stages"]] == [r["metrics"] for r in first["stages"]]
@@ -117,7 +158,7 @@ def test_a_second_run_skips_every_stage_and_touches_nothing(tiny_run, tiny_model
 POSTTRAIN = str(Path(sys.executable).with_name("posttrain"))  # the console script of this environment
 
 
-def test_a_run_killed_during_sft_resumes_to_the_uninterrupted_weights(tiny_run, tiny_model_dir, tmp_path) -> None:
+def test_a_run_killed_during_sft_resumes_to_the_uninterrupted_weights(tiny_run, hub_model, tmp_path) -> None:
     """SIGKILL the pipeline once SFT has written its first checkpoint; the next run skips the finished stages, resumes
     SFT from that checkpoint and ends with the same weights as the uninterrupted run (the module's run)."""
     import os
@@ -129,7 +170,7 @@ def test_a_run_killed_during_sft_resumes_to_the_uninterrupted_weights(tiny_run, 
 
     run_dir = tmp_path / "killed"
     args = [POSTTRAIN, "pipeline", "--config", str(TINY), f"run_dir={run_dir}",
-            f"model={tiny_model_dir}", "--until", "sft"]
+            f"model={hub_model}", "--until", "sft"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     checkpoint = run_dir / "sft" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
     deadline = time.monotonic() + 600
@@ -142,7 +183,7 @@ def test_a_run_killed_during_sft_resumes_to_the_uninterrupted_weights(tiny_run, 
     record = json.loads((run_dir / "pipeline" / "sft.state.json").read_text())
     assert record["status"] == "running" and not (run_dir / "sft" / "manifest.json").exists()
 
-    resumed = run(run_dir, tiny_model_dir, stop="sft")
+    resumed = run(run_dir, hub_model, stop="sft")
     after = "not run (after --until)"
     assert statuses(resumed) == {"data": "skipped", "midtrain": "skipped", "sft": "ran", "rs": after, "rm": after,
                                  "rl": after, "merge": after, "calibrate": after, "eval": after}
@@ -154,20 +195,20 @@ def test_a_run_killed_during_sft_resumes_to_the_uninterrupted_weights(tiny_run, 
     assert all(torch_close(straight[k], again[k]) for k in straight)
 
     # A changed stage config re-runs that stage and the ones after it; the ones before are skipped.
-    changed = run(run_dir, tiny_model_dir, "midtrain.train.learning_rate=0.002", stop="sft")
+    changed = run(run_dir, hub_model, "midtrain.train.learning_rate=0.002", stop="sft")
     assert statuses(changed)["data"] == "skipped"
     assert statuses(changed)["midtrain"] == statuses(changed)["sft"] == "ran"
     retrained = load_file(run_dir / "sft" / "model.safetensors")
     assert not all(torch_close(retrained[k], again[k]) for k in again)
 
     # --from/--until: the stages before --from are used as they are; an unchanged stage in range is skipped.
-    ranged = run(run_dir, tiny_model_dir, "midtrain.train.learning_rate=0.002", start="sft", stop="sft")
+    ranged = run(run_dir, hub_model, "midtrain.train.learning_rate=0.002", start="sft", stop="sft")
     assert statuses(ranged)["data"] == statuses(ranged)["midtrain"] == "not run (before --from)"
     assert statuses(ranged)["sft"] == "skipped"
     from posttrain.errors import UserError
 
     with pytest.raises(UserError, match=r"--from: stage rs has not finished in .*killed"):
-        run(run_dir, tiny_model_dir, start="rm")
+        run(run_dir, hub_model, start="rm")
 
 
 def torch_close(a, b) -> bool:
