@@ -114,6 +114,26 @@ def lay_out_hub_cache(hf_home: Path, repo_id: str, model_dir: Path, commit: str 
     return commit
 
 
+TOOL_CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 1 and 2."},
+                     {"role": "assistant", "content": "3"}, {"role": "user", "content": "Thanks."}]
+ADD_TOOL = {"type": "function", "function": {"name": "add", "description": "Add.",
+                                             "parameters": {"type": "object", "properties": {}}}}
+
+
+def render_tool_conversation(tokenizer, template: str | None = None) -> str:
+    """How a tokenizer (transformers' or vLLM's; a folder or Hub id is loaded with transformers) renders a short
+    conversation with one tool, with ``template`` replacing its own when given: comparing two renderings shows
+    whether a saved folder kept its input model's template."""
+    if isinstance(tokenizer, (str, Path)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    if template is not None:
+        tokenizer.chat_template = template
+    return tokenizer.apply_chat_template(TOOL_CONVERSATION, tools=[ADD_TOOL], tokenize=False,
+                                         add_generation_prompt=True)
+
+
 @pytest.fixture(scope="session")
 def hub_cache_writer():
     """The `lay_out_hub_cache(hf_home, repo_id, model_dir)` helper as a fixture."""

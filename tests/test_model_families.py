@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import render_tool_conversation
 
 from envs.tool_calling import reference_trajectory
 from envs.tool_calling.tasks import generate_tasks as tool_tasks
@@ -90,31 +91,12 @@ def data(tmp_path_factory, built_dataset_writer) -> dict[str, Path]:
             "parity_env": root / "parity_env.py"}
 
 
-def _reference_rendering(tokenizer_dir: Path, template: str | None) -> str:
-    """How the input model renders a tool conversation (its own template, or the config's)."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    if template is not None:
-        tok.chat_template = template
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 1 and 2."},
-                {"role": "assistant", "content": "3"}, {"role": "user", "content": "Thanks."}]
-    tool = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object",
-                                                                                                  "properties": {}}}}
-    return tok.apply_chat_template(messages, tools=[tool], tokenize=False, add_generation_prompt=True)
-
-
 def _renders_like_the_input(folder: Path, expected: str) -> None:
     """The saved folder's template, as transformers and vLLM load it, renders like the input model's."""
     from vllm.tokenizers import get_tokenizer
 
-    assert _reference_rendering(folder, None) == expected, folder
-    vllm_tok = get_tokenizer(str(folder))
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 1 and 2."},
-                {"role": "assistant", "content": "3"}, {"role": "user", "content": "Thanks."}]
-    tool = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object",
-                                                                                                  "properties": {}}}}
-    assert vllm_tok.apply_chat_template(messages, tools=[tool], tokenize=False, add_generation_prompt=True) == expected
+    assert render_tool_conversation(folder) == expected, folder
+    assert render_tool_conversation(get_tokenizer(str(folder))) == expected, folder
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -135,7 +117,7 @@ def test_every_stage_on_a_hub_model_of_this_family(family, hub, data, tiny_famil
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path / "vllm_cache"))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    expected = _reference_rendering(tiny_family(family), PLAIN_TEMPLATE if template else None)
+    expected = render_tool_conversation(tiny_family(family), PLAIN_TEMPLATE if template else None)
     chat_keys = {"chat_template": template} if template else {}
 
     # sft on the Hub id: the model's own template (or the config's), its mask method, its commit in the manifest.

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import render_tool_conversation
 
 from posttrain.config import load_config
 
@@ -54,18 +55,6 @@ def tiny_run(hub_model: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return run_dir, run(run_dir, hub_model)
 
 
-def _rendering(tokenizer_dir: Path | str) -> str:
-    """How a folder's (or the Hub model's) template renders a tool conversation."""
-    from transformers import AutoTokenizer
-
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 1 and 2."},
-                {"role": "assistant", "content": "3"}, {"role": "user", "content": "Thanks."}]
-    tool = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object",
-                                                                                                  "properties": {}}}}
-    return AutoTokenizer.from_pretrained(tokenizer_dir).apply_chat_template(
-        messages, tools=[tool], tokenize=False, add_generation_prompt=True)
-
-
 def test_every_stage_writes_its_folder_manifest_config_and_record(tiny_run, tiny_family, tmp_path) -> None:
     from posttrain.pipeline.state import HashCache
     from posttrain.stages.sft import SFTStageConfig
@@ -102,9 +91,9 @@ def test_every_stage_writes_its_folder_manifest_config_and_record(tiny_run, tiny
         chat = read_manifest(run_dir / stage)["metrics"]["chat"]
         assert chat["tool_format"] == "llama3_json" and chat["template"]["source"] == "model"
     assert read_manifest(run_dir / "sft")["metrics"]["chat"]["assistant_mask"]["method"] == "prefix_rendering"
-    expected = _rendering(tiny_family("llama3"))
+    expected = render_tool_conversation(tiny_family("llama3"))
     for folder in ("sft", "merge", "calibrate"):
-        assert _rendering(run_dir / folder) == expected, folder
+        assert render_tool_conversation(run_dir / folder) == expected, folder
 
     # Each stage's resolved config runs on its own with its own command's schema.
     alone = load_config(SFTStageConfig, run_dir / "pipeline" / "sft.yaml")
